@@ -1,0 +1,65 @@
+# Two commands on a fresh machine:
+#   make lab   - set everything up, then open the workshop in JupyterLab (localhost)
+#   make test  - set everything up, then run the whole test suite (pytest + nbval at smoke scale)
+# Both are idempotent: the set-up reruns only when pyproject.toml or the lock changes.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.workshop-installed
+LOCK   := requirements/constraints.txt
+PORT   ?= 8888
+TORCH  := torch==2.13.0
+KERNEL := sbert-workshop
+
+# Data: the shared copy next to the project when there is one (else the loaders use the hub).
+WORKSHOP_DATA_DIR ?= $(abspath $(wildcard ../shared/data))
+export WORKSHOP_DATA_DIR
+# The embedded model and local data need no network.
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM := false
+
+# Torch: the CPU wheel that lies on this disk when there is one; otherwise PyPI's build
+# (CUDA on Linux with an NVIDIA GPU), or the CPU index on a Linux box without a GPU.
+HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo yes)
+TORCH_CPU_INDEX := $(if $(HAS_GPU),,$(if $(filter Linux,$(shell uname -s)),--extra-index-url https://download.pytorch.org/whl/cpu,))
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
+
+.PHONY: setup lab test test-py test-nb notebooks lock clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml $(LOCK)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --no-index --no-deps "$(TORCH)" 2>/dev/null \
+		|| $(BIN)/python -m pip install --quiet -c $(LOCK) "$(TORCH)" $(TORCH_CPU_INDEX)
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e ".[test]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (sbert workshop)" >/dev/null
+	$(BIN)/python -c "import torch, sentence_transformers as st; print('set up: torch', torch.__version__, '| sentence-transformers', st.__version__, '| cuda', torch.cuda.is_available())"
+	touch $(STAMP)
+
+lab: $(STAMP)
+	@echo "Opening the workshop; JupyterLab prints the URL to open (localhost only)."
+	$(BIN)/jupyter lab --no-browser --ip=127.0.0.1 --port=$(PORT) --ServerApp.root_dir=notebooks $(ALLOW_ROOT)
+
+test: $(STAMP) test-py test-nb
+
+test-py: $(STAMP)
+	WORKSHOP_SCALE=smoke $(BIN)/python -m pytest tests -q
+
+test-nb: $(STAMP)
+	WORKSHOP_SCALE=smoke $(BIN)/python -m pytest --nbval --nbval-current-env \
+		--nbval-sanitize-with notebooks/sanitize.cfg --nbval-cell-timeout=1200 notebooks -q
+
+# Re-execute every notebook in place at workshop scale (the stored outputs readers see on GitHub).
+notebooks: $(STAMP)
+	for nb in notebooks/[0-9]*.ipynb; do \
+		WORKSHOP_SCALE=$${WORKSHOP_SCALE:-workshop} $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
+			--ExecutePreprocessor.timeout=3600 --ExecutePreprocessor.kernel_name=python3 "$$nb" || exit 1; \
+	done
+
+lock: $(STAMP)
+	$(BIN)/python tools/lock.py
+
+clean:
+	rm -rf $(VENV) *.egg-info

@@ -1,0 +1,148 @@
+"""One place for the workshop's scale, seeds and device.
+
+Every notebook starts with ``cfg = helpers.setup()`` (notebook 00 explains it):
+the scale decides how much data and how many seeds each experiment uses,
+``seed_everything`` makes a run repeatable, and ``pick_device`` chooses
+cuda, then mps, then cpu unless ``WORKSHOP_DEVICE`` says otherwise.
+"""
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass, asdict
+
+import numpy as np
+
+SCALE_ENV = "WORKSHOP_SCALE"
+DEVICE_ENV = "WORKSHOP_DEVICE"
+SEED_ENV = "WORKSHOP_SEED"
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How big every experiment is at one scale (used by all notebooks).
+
+    ``None`` for a size means "the whole split".
+    """
+
+    name: str
+    train_size: int | None  # STS-B training pairs
+    dev_size: int | None  # STS-B dev pairs used for validation during training
+    test_size: int | None  # STS-B test pairs for the final score
+    retrieval_train_size: int | None  # code-search / SNLI training examples
+    retrieval_test_queries: int | None  # queries in retrieval evaluations
+    seeds: tuple[int, ...]  # seeds for repeated runs
+    epochs: int  # default epochs of one training run
+    batch_size: int  # default batch size
+    max_seq_length: int  # token limit for training and evaluation
+    evals_per_epoch: int  # validation evaluations per epoch
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+SCALES: dict[str, Scale] = {
+    # CI: tiny subsets, seconds per run, one seed. Numbers are not meaningful.
+    "smoke": Scale("smoke", 96, 64, 128, 64, 48, (0,), 1, 16, 64, 2),
+    # Default: meaningful on a 2-core laptop, each notebook a few minutes.
+    "workshop": Scale("workshop", 1000, 300, None, 600, 200, (0, 1, 2), 1, 16, 128, 4),
+    # Everything, for a GPU.
+    "full": Scale("full", None, None, None, None, None, (0, 1, 2, 3, 4), 4, 32, 256, 4),
+}
+DEFAULT_SCALE = "workshop"
+
+
+def get_scale(name: str | None = None) -> Scale:
+    """Return the :class:`Scale` named ``name``, or the one in ``$WORKSHOP_SCALE``.
+
+    Raises ``ValueError`` naming the allowed values for an unknown scale.
+    """
+    name = (name or os.environ.get(SCALE_ENV) or DEFAULT_SCALE).strip().lower()
+    if name not in SCALES:
+        raise ValueError(
+            f"Unknown workshop scale {name!r} (from ${SCALE_ENV} or the argument). "
+            f"Use one of: {', '.join(SCALES)}."
+        )
+    return SCALES[name]
+
+
+def pick_device(preferred: str | None = None) -> str:
+    """Pick the training device: the argument, ``$WORKSHOP_DEVICE``, else cuda, then mps, then cpu."""
+    import torch
+
+    choice = (preferred or os.environ.get(DEVICE_ENV) or "").strip().lower()
+    if choice:
+        if choice.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"Device {choice!r} was requested but CUDA is not available here; use 'cpu'.")
+        if choice == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ValueError("Device 'mps' was requested but MPS is not available here; use 'cpu'.")
+        if choice.split(":")[0] not in {"cpu", "cuda", "mps"}:
+            raise ValueError(f"Unknown device {choice!r}; use 'cpu', 'cuda', 'cuda:N' or 'mps'.")
+        return choice
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def mixed_precision(device: str) -> dict:
+    """Trainer flags for mixed precision: bf16 where the GPU supports it, else fp16; none on CPU/MPS."""
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        if torch.cuda.is_bf16_supported():
+            return {"bf16": True}
+        return {"fp16": True}
+    return {}
+
+
+def default_seed() -> int:
+    """The workshop's base seed (``$WORKSHOP_SEED``, default 0)."""
+    return int(os.environ.get(SEED_ENV, "0"))
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) so the same seed gives the same numbers."""
+    import torch
+    from transformers import set_seed
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    set_seed(seed)
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What ``setup()`` decided: the scale, the device and the base seed."""
+
+    scale: Scale
+    device: str
+    seed: int
+
+    def __repr__(self) -> str:
+        s = self.scale
+        return (
+            f"Workshop scale {s.name!r} on {self.device} (seed {self.seed}): "
+            f"STS-B train={s.train_size or 'all'}, dev={s.dev_size or 'all'}, test={s.test_size or 'all'}, "
+            f"seeds={list(s.seeds)}, epochs={s.epochs}, batch={s.batch_size}"
+        )
+
+
+def setup(scale: str | None = None, device: str | None = None, seed: int | None = None) -> Setup:
+    """Configure a notebook: offline hub, quiet logs, scale, device and seed (first cell of every notebook)."""
+    import warnings
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", message=".*deprecated.*", category=FutureWarning)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except Exception:  # pragma: no cover - logging is cosmetic
+        pass
+    cfg = Setup(get_scale(scale), pick_device(device), default_seed() if seed is None else seed)
+    seed_everything(cfg.seed)
+    return cfg

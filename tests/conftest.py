@@ -1,0 +1,28 @@
+"""Shared test set-up: offline, smoke scale, the shared data folder, and small prepared tasks."""
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WORKSHOP_SCALE", "smoke")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if not os.environ.get("WORKSHOP_DATA_DIR"):
+    shared = ROOT.parent / "shared" / "data"
+    if shared.exists():
+        os.environ["WORKSHOP_DATA_DIR"] = str(shared)
+
+
+@pytest.fixture(scope="session")
+def sts_small():
+    """A tiny STS-B task (32 train, 32 dev, 32 test pairs) for fast training tests."""
+    from helpers.tasks import load_task
+
+    return load_task("stsb", train_size=32, dev_size=32, test_size=32, seed=0)
+
+
+@pytest.fixture(scope="session")
+def fast():
+    """Settings for training tests that only need a few real optimizer steps."""
+    return dict(batch_size=8, evals_per_epoch=1, max_seq_length=32, progress=False)
