@@ -15,7 +15,7 @@ import os as _os
 
 _os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from .config import SCALES, Scale, get_scale, pick_device, seed_everything, setup  # noqa: E402
+from .config import SCALES, Scale, environment_report, get_scale, pick_device, seed_everything, setup  # noqa: E402
 from .data import (  # noqa: E402
     DataError,
     load_pairs_file,
@@ -28,14 +28,14 @@ from .models import describe_layers, layer_table, load_model, n_layers  # noqa: 
 from .evaluation import ir_evaluator, score, sts_evaluator  # noqa: E402
 from .schedules import SCHEDULES, lr_curve  # noqa: E402
 from .tasks import Task, load_task  # noqa: E402
-from .training import ConfigError, StopFlag, TrainConfig, TrainResult, train  # noqa: E402
+from .training import ConfigError, StopFlag, TrainConfig, TrainResult, prepare_task, train  # noqa: E402
 from . import plots  # noqa: E402
 
 __all__ = [
-    "SCALES", "Scale", "get_scale", "pick_device", "seed_everything", "setup",
+    "SCALES", "Scale", "environment_report", "get_scale", "pick_device", "seed_everything", "setup",
     "DataError", "load_pairs_file", "load_snli_retrieval", "load_snli_triplets", "load_stsb", "load_codesearch",
     "describe_layers", "layer_table", "load_model", "n_layers",
     "ir_evaluator", "score", "sts_evaluator", "SCHEDULES", "lr_curve", "Task", "load_task",
-    "ConfigError", "StopFlag", "TrainConfig", "TrainResult", "train", "plots",
+    "ConfigError", "StopFlag", "TrainConfig", "TrainResult", "prepare_task", "train", "plots",
 ]
 __version__ = "0.1.0"

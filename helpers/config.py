@@ -146,3 +146,27 @@ def setup(scale: str | None = None, device: str | None = None, seed: int | None 
     cfg = Setup(get_scale(scale), pick_device(device), default_seed() if seed is None else seed)
     seed_everything(cfg.seed)
     return cfg
+
+
+def environment_report(device: str | None = None) -> dict:
+    """Versions, device, scale, threads and data folder: what notebook 00 checks first."""
+    import platform
+
+    import sentence_transformers
+    import torch
+    import transformers
+
+    from .data import find_local
+
+    stsb = find_local("stsbenchmark/sts-test.csv")
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "sentence-transformers": sentence_transformers.__version__,
+        "transformers": transformers.__version__,
+        "device": pick_device(device),
+        "cuda": torch.version.cuda or "none",
+        "cpu threads": torch.get_num_threads(),
+        "scale": get_scale().name,
+        "data": str(stsb.parent.parent) if stsb else "Hugging Face hub (no local copy)",
+    }

@@ -93,7 +93,10 @@ def build_scheduler(
             },
             )
     # onecycle
+    if total_steps < 2:  # OneCycleLR needs room for a rise and a fall
+        return get_scheduler("constant", optimizer)
     pct = warmup_fraction if warmup_fraction > 0 else 0.3
+    pct = max(pct, 1.5 / total_steps)  # at least one full step of warm-up (PyTorch divides by it)
     return torch.optim.lr_scheduler.OneCycleLR(
         optimizer,
         max_lr=[g["lr"] for g in optimizer.param_groups],

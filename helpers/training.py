@@ -280,13 +280,20 @@ class StopFlag:
 
 
 class Recorder(TrainerCallback):
-    """Keeps the rate per optimizer step, the training loss, and each evaluation; stops on divergence."""
+    """Keeps the rate per optimizer step, the training loss, and each evaluation; stops on divergence.
+
+    Divergence: a NaN/infinite training loss, a loss ``explode_factor`` times its
+    start, or a validation metric that falls ``collapse_drop`` below its start
+    (bounded losses such as CoSENT *fall* when every embedding collapses to
+    one point, so the metric is the signal that catches them).
+    """
 
     def __init__(self, result: TrainResult, metric_key: str, stop: StopFlag | None = None,
-                 on_update=None, explode_factor: float = 20.0):
+                 on_update=None, explode_factor: float = 4.0, collapse_drop: float = 0.25):
         self.result, self.metric_key, self.stop = result, f"eval_{metric_key}", stop
         self.on_update = on_update
         self.explode_factor = explode_factor
+        self.collapse_drop = collapse_drop  # a validation metric this far below its start means collapse
         self._first_losses: list[float] = []
 
     def on_pre_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
@@ -308,12 +315,28 @@ class Recorder(TrainerCallback):
         if "eval_loss" in logs or self.metric_key in logs:
             entry = {"step": state.global_step, "epoch": state.epoch or 0.0,
                      "loss": logs.get("eval_loss"), "metric": logs.get(self.metric_key)}
+            self._check_collapse(entry, control)
             if self.result.evals and self.result.evals[-1]["step"] == entry["step"]:
                 self.result.evals[-1].update({k: v for k, v in entry.items() if v is not None})
             else:
                 self.result.evals.append(entry)
         if self.on_update is not None:
             self.on_update(self.result, state)
+
+    def _check_collapse(self, entry: dict, control) -> None:
+        start = self.result.evals[0].get("metric") if self.result.evals else None
+        metric = entry.get("metric")
+        if start is None or metric is None or entry["step"] == 0:
+            return
+        if not math.isfinite(metric) or metric < start - self.collapse_drop:
+            self._diverged(f"the validation {self.result.metric} collapsed from {start:.3f} to {metric:.3f}", control)
+
+    def _diverged(self, reason: str, control) -> None:
+        control.should_training_stop = True
+        self.result.stop_reason = (
+            f"diverged: {reason}; the learning rate is probably too high or the warm-up too short "
+            "(try 2e-5 to 5e-5 with warmup_fraction=0.1)"
+        )
 
     def _check_divergence(self, loss: float, control) -> None:
         if len(self._first_losses) < 5 and math.isfinite(loss):
@@ -324,11 +347,7 @@ class Recorder(TrainerCallback):
         elif len(self._first_losses) >= 3 and loss > self.explode_factor * max(max(self._first_losses), 1e-3):
             reason = f"the training loss exploded to {loss:.3g} (start {self._first_losses[0]:.3g})"
         if reason:
-            control.should_training_stop = True
-            self.result.stop_reason = (
-                f"diverged: {reason}; the learning rate is probably too high or the warm-up too short "
-                "(try 2e-5 to 5e-5 with warmup_fraction=0.1)"
-            )
+            self._diverged(reason, control)
 
 
 class ProgressBar(TrainerCallback):
@@ -390,6 +409,13 @@ def _trainer_class():
 def steps_per_epoch(n_examples: int, batch_size: int, grad_accum: int = 1) -> int:
     """Optimizer steps in one epoch."""
     return max(1, math.ceil(math.ceil(n_examples / batch_size) / grad_accum))
+
+
+def prepare_task(cfg: TrainConfig | None = None, **overrides):
+    """Load the data a config asks for once, to share across many runs (``train(cfg, data=task)``)."""
+    cfg = (cfg or TrainConfig()).replace(**overrides).resolved()
+    validate(cfg)
+    return load_task(cfg.task, cfg.train_size, cfg.dev_size, cfg.test_size, seed=cfg.seed, score_range=cfg.score_range)
 
 
 def train(cfg: TrainConfig | None = None, *, model=None, data=None, progress: bool = True, stop: StopFlag | None = None,
@@ -485,18 +511,18 @@ def train(cfg: TrainConfig | None = None, *, model=None, data=None, progress: bo
         trainer.schedule_spec = {"schedule": cfg.schedule, "warmup_fraction": cfg.warmup_fraction,
                                  "floor": cfg.floor, "decay_fraction": cfg.decay_fraction}
         _quiet_trainer(trainer)
+        initial = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()} if use_best else None
         with PeakMemory(device) as mem:
             start = time.perf_counter()
             try:
                 trainer.train()
             except KeyboardInterrupt:
                 result.stop_reason = "interrupted"
-                _restore_best(trainer)
             result.wall_time = time.perf_counter() - start
         if result.stop_reason == "finished" and use_best and trainer.state.global_step < trainer.state.max_steps:
             result.stop_reason = "early stopping"
-        if use_best and trainer.state.best_global_step:
-            result.best_step = trainer.state.best_global_step
+        if use_best:
+            result.best_step = _restore_best(trainer, model, result, initial, cfg.early_stopping_metric == "loss")
         result.trainable_params = max(trainable, count_parameters(model, trainable_only=True))
         result.steps = trainer.state.global_step
         result.steps_per_sec = result.steps / result.wall_time if result.wall_time else 0.0
@@ -530,10 +556,29 @@ def _quiet_trainer(trainer) -> None:
         pass
 
 
-def _restore_best(trainer) -> None:
-    best = trainer.state.best_model_checkpoint
-    if best and os.path.isdir(best):
-        trainer._load_from_checkpoint(best)
+def _restore_best(trainer, model, result: TrainResult, initial: dict, by_loss: bool) -> int | None:
+    """Make sure ``model`` holds the best evaluation's weights; return that evaluation's step.
+
+    The trainer restores its best checkpoint itself, but it never counts the
+    evaluation before training (step 0, no checkpoint) and it restores nothing
+    after an interrupt. When the untrained model was best, its weights come
+    back from ``initial``.
+    """
+    key = "loss" if by_loss else "metric"
+    evals = [e for e in result.evals if e.get(key) is not None]
+    if not evals:
+        return None
+    best = (min if by_loss else max)(evals, key=lambda e: e[key])
+    if best["step"] == 0:
+        model.load_state_dict(initial)
+    elif result.stop_reason == "interrupted" or trainer.state.best_global_step != best["step"]:
+        ckpt = os.path.join(trainer.args.output_dir, f"checkpoint-{best['step']}")
+        if os.path.isdir(ckpt):
+            trainer._load_from_checkpoint(ckpt)
+        else:  # no checkpoint of the best evaluation: keep the last weights and say so
+            last = evals[-1]
+            return last["step"]
+    return best["step"]
 
 
 def save_model_atomically(model, output_dir: str | os.PathLike) -> Path:

@@ -1,0 +1,204 @@
+"""The training runner on real data and the real model: every knob, recorded faithfully."""
+import glob
+import math
+import os
+import tempfile
+
+import pytest
+import torch
+from transformers import TrainerCallback
+
+from helpers import models as M
+from helpers.evaluation import score
+from helpers.schedules import SCHEDULES, lr_curve
+from helpers.training import ConfigError, StopFlag, TrainConfig, train, validate
+
+
+class GrabOptimizer(TrainerCallback):
+    """Keeps the optimizer the trainer built, to inspect its parameter groups."""
+
+    def on_train_begin(self, args, state, control, optimizer=None, **kwargs):
+        self.optimizer = optimizer
+
+
+def param_names(model):
+    return {id(p): n for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_recorded_rates_follow_the_configured_schedule(sts_small, fast, schedule):
+    r = train(TrainConfig(schedule=schedule, learning_rate=4e-5, warmup_fraction=0.25, floor=4e-6,
+                          max_steps=4), data=sts_small, **fast)
+    assert r.steps == 4 and len(r.lr) == 4
+    assert r.lr == pytest.approx(lr_curve(schedule, 4e-5, 4, 0.25, floor=4e-6), rel=1e-6, abs=1e-12)
+    assert len(r.train_loss) == 4 and all(math.isfinite(p["loss"]) for p in r.train_loss)
+    assert r.evals[0]["step"] == 0 and r.evals[-1]["step"] == 4
+    assert all(e["loss"] is not None and e["metric"] is not None for e in r.evals)
+    assert 0 < r.test_metric <= 1 and r.wall_time > 0 and r.steps_per_sec > 0 and r.peak_memory_mb > 0
+
+
+def test_batch_scaling_and_accumulation(sts_small, fast):
+    r = train(TrainConfig(learning_rate=2e-5, lr_scaling="sqrt", base_batch_size=4, grad_accum=2, epochs=1,
+                          schedule="constant", warmup_fraction=0.0), data=sts_small, **fast)
+    assert r.effective_batch == 16
+    assert r.learning_rate == pytest.approx(4e-5) and r.lr == pytest.approx([4e-5] * len(r.lr))
+    assert r.steps == 2  # 32 pairs / batch 8 = 4 micro-batches / 2 accumulation steps
+
+
+def test_weight_decay_excludes_bias_and_layernorm(sts_small, fast):
+    grab = GrabOptimizer()
+    model = M.load_model(device="cpu", max_seq_length=32)
+    train(TrainConfig(weight_decay=0.01, max_steps=1), data=sts_small, model=model, callbacks=[grab], **fast)
+    names = param_names(model)
+    for group in grab.optimizer.param_groups:
+        group_names = [names[id(p)] for p in group["params"]]
+        if group["weight_decay"] > 0:
+            assert group["weight_decay"] == 0.01
+            assert not any(n.endswith("bias") or "LayerNorm" in n for n in group_names)
+        else:
+            assert all(n.endswith("bias") or "LayerNorm" in n for n in group_names)
+
+
+def test_layerwise_rates_reach_the_optimizer(sts_small, fast):
+    grab = GrabOptimizer()
+    model = M.load_model(device="cpu", max_seq_length=32)
+    r = train(TrainConfig(learning_rate=1e-4, layerwise_decay=0.5, schedule="constant", warmup_fraction=0.0,
+                          max_steps=1), data=sts_small, model=model, callbacks=[grab], **fast)
+    names = param_names(model)
+    seen = {}
+    for group in grab.optimizer.param_groups:
+        for p in group["params"]:
+            n = names[id(p)]
+            part = "embeddings" if ".embeddings." in n else (
+                f"layer {n.split('encoder.layer.')[1].split('.')[0]}" if "encoder.layer." in n else "other")
+            seen.setdefault(part, set()).add(group["lr"])
+    def only(rates):
+        assert len(rates) == 1, rates
+        return next(iter(rates))
+
+    assert only(seen["layer 5"]) == pytest.approx(1e-4) and only(seen["layer 0"]) == pytest.approx(1e-4 / 32)
+    assert only(seen["embeddings"]) == pytest.approx(1e-4 / 64)
+    assert r.layer_lrs["layer 3"] == pytest.approx(2.5e-5)
+    assert len(r.group_lrs[0]) > 2
+
+
+def test_static_freezing_keeps_frozen_weights_and_counts_trainable(sts_small, fast):
+    model = M.load_model(device="cpu", max_seq_length=32)
+    before = M.snapshot(model)
+    r = train(TrainConfig(freeze_layers=4, learning_rate=1e-4, max_steps=2), data=sts_small, model=model, **fast)
+    after = M.snapshot(model)
+    expect = M.count_parameters(model) - 11_918_592 - 4 * 1_774_464
+    assert r.trainable_params == expect
+    moved = {n for n in before if not torch.equal(before[n], after[n])}
+    assert not any(".embeddings." in n or f"encoder.layer.{i}." in n for n in moved for i in range(4))
+    assert any("encoder.layer.5." in n for n in moved) and any("encoder.layer.4." in n for n in moved)
+
+
+def test_gradual_unfreezing_trains_layers_unfrozen_later(sts_small, fast):
+    """The trap: layers frozen before the optimizer exists would never train. Layer 4 must move."""
+    model = M.load_model(device="cpu", max_seq_length=32)
+    before = M.snapshot(model)
+    r = train(TrainConfig(gradual_unfreezing=True, epochs=2, learning_rate=1e-4), data=sts_small, model=model, **fast)
+    after = M.snapshot(model)
+    assert r.unfreeze_history == [[5], [4, 5]]
+    moved = {n for n in before if not torch.equal(before[n], after[n])}
+    assert any("encoder.layer.4." in n for n in moved)
+    assert not any(".embeddings." in n or f"encoder.layer.{i}." in n for n in moved for i in range(4))
+
+
+def test_early_stopping_restores_the_best_evaluation(sts_small, fast):
+    r = train(TrainConfig(early_stopping_patience=1, learning_rate=1e-4, epochs=3, evals_per_epoch=2,
+                          schedule="constant", warmup_fraction=0.0), data=sts_small, **fast)
+    assert r.best_step is not None and r.best_step == max(r.evals, key=lambda e: e["metric"])["step"]
+    best = max(e["metric"] for e in r.evals)
+    assert r.dev_metric == pytest.approx(best)
+    assert score(r.model, sts_small.dev_evaluator) == pytest.approx(best, abs=1e-6)
+    if r.stop_reason == "early stopping":
+        assert r.steps < 3 * 4
+
+
+def test_same_seed_same_numbers(sts_small, fast):
+    a = train(TrainConfig(max_steps=3, seed=7), data=sts_small, **fast)
+    b = train(TrainConfig(max_steps=3, seed=7), data=sts_small, **fast)
+    assert [p["loss"] for p in a.train_loss] == [p["loss"] for p in b.train_loss]
+    assert a.test_metric == b.test_metric and a.evals == b.evals
+
+
+def test_short_fine_tuning_raises_stsb_dev_spearman():
+    r = train(TrainConfig(task="stsb", train_size=320, dev_size=300, test_size=64, learning_rate=5e-5, epochs=1,
+                          batch_size=16, evals_per_epoch=1, max_seq_length=64), progress=False)
+    assert r.dev_metric > r.dev_metric_start + 0.005, (r.dev_metric_start, r.dev_metric)
+
+
+def test_nothing_left_on_disk_unless_asked(sts_small, fast, tmp_path):
+    pattern = os.path.join(tempfile.gettempdir(), "workshop-run-*")
+    before = set(glob.glob(pattern))
+    train(TrainConfig(max_steps=2, early_stopping_patience=3), data=sts_small, **fast)
+    assert set(glob.glob(pattern)) == before
+    out = tmp_path / "model"
+    train(TrainConfig(max_steps=1, output_dir=str(out)), data=sts_small, **fast)
+    assert (out / "modules.json").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+    assert M.n_layers(M.load_model(out, device="cpu")) == 6
+
+
+def test_stop_flag_ends_the_run_cleanly(sts_small, fast):
+    stop = StopFlag()
+    stop.set()
+    r = train(TrainConfig(epochs=2), data=sts_small, stop=stop, **fast)
+    assert r.stop_reason == "stopped" and r.steps == 1 and r.model is not None and math.isfinite(r.test_metric)
+
+
+def test_divergence_stops_within_a_few_steps(sts_small, fast):
+    with pytest.warns(UserWarning, match="far above"):
+        r = train(TrainConfig(learning_rate=0.5, schedule="constant", warmup_fraction=0.0, epochs=3), data=sts_small,
+                  **fast)
+    assert r.stop_reason.startswith("diverged") and "learning rate" in r.stop_reason
+    assert r.steps <= 4  # stopped at the first evaluation after the collapse
+
+
+@pytest.mark.parametrize("changes,setting", [
+    ({"learning_rate": 0}, "learning_rate"),
+    ({"learning_rate": -1e-5}, "learning_rate"),
+    ({"warmup_fraction": 1.0}, "warmup_fraction"),
+    ({"schedule": "cosine_floor", "floor": 1e-3}, "floor"),
+    ({"schedule": "cosine_floor"}, "floor"),
+    ({"batch_size": 0}, "batch_size"),
+    ({"epochs": 0}, "epochs"),
+    ({"grad_accum": 0}, "grad_accum"),
+    ({"schedule": "step"}, "schedule"),
+    ({"loss": "triplet_magic"}, "loss"),
+    ({"early_stopping_patience": 0}, "early_stopping_patience"),
+    ({"lr_scaling": "cubic"}, "lr_scaling"),
+    ({"layerwise_decay": 1.5}, "layerwise_decay"),
+    ({"train_size": 0}, "train_size"),
+])
+def test_bad_settings_fail_before_training(changes, setting):
+    cfg = TrainConfig(**changes).resolved()
+    with pytest.raises(ConfigError, match=setting) as err:
+        validate(cfg)
+    assert err.value.setting == setting
+
+
+def test_model_and_data_checks(sts_small, fast):
+    with pytest.raises(ConfigError, match="the model has 6 layers"):
+        train(TrainConfig(freeze_layers=7), data=sts_small, **fast)
+    with pytest.raises(ConfigError, match="needs \\(anchor, positive"):
+        train(TrainConfig(loss="mnrl"), data=sts_small, **fast)
+    with pytest.raises(ConfigError, match="Every weight is frozen"):
+        model = M.load_model(device="cpu")
+        for p in model.parameters():
+            p.requires_grad_(False)
+        train(TrainConfig(), data=sts_small, model=model, **fast)
+
+
+def test_unknown_setting_name():
+    with pytest.raises(TypeError, match="Unknown setting"):
+        TrainConfig().replace(learnig_rate=1e-5)
+
+
+def test_retrieval_task_with_in_batch_loss():
+    r = train(TrainConfig(task="codesearch", train_size=32, dev_size=16, test_size=16, batch_size=8, max_steps=2,
+                          max_seq_length=32, evals_per_epoch=1), progress=False)
+    assert r.metric == "nDCG@10" and 0 < r.test_metric <= 1
+    assert r.config["loss"] is None and r.stop_reason == "finished"
