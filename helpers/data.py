@@ -54,6 +54,16 @@ class DataError(ValueError):
         super().__init__(f"{where}: {problem}")
 
 
+class SubsetTooLarge(ValueError):
+    """A strict subset asked for more rows than the data has (``size`` and ``available`` say how many)."""
+
+    def __init__(self, size: int, available: int):
+        self.size, self.available = size, available
+        super().__init__(
+            f"Subset size {size} is larger than the data ({available} rows); use at most {available} or None for all."
+        )
+
+
 # --------------------------------------------------------------------------- locations
 
 
@@ -89,9 +99,7 @@ def subset(ds: Dataset, size: int | None, seed: int = 0, strict: bool = False) -
         raise ValueError(f"Subset size must be at least 1, got {size}.")
     if size > len(ds):
         if strict:
-            raise ValueError(
-                f"Subset size {size} is larger than the data ({len(ds)} rows); use at most {len(ds)} or None for all."
-            )
+            raise SubsetTooLarge(size, len(ds))
         size = len(ds)
     return ds.shuffle(seed=seed).select(range(size))
 
@@ -304,10 +312,7 @@ def load_pairs_file(
                 v = _parse_score(rec.get(c), path, line, (lo, hi))
                 cols[c].append((v - lo) / (hi - lo))
             else:
-                v = rec.get(c)
-                if v is None or not str(v).strip():
-                    raise DataError(path, line, f"empty {c}")
-                cols[c].append(str(v).strip())
+                cols[c].append(_text_field(rec.get(c), c, path, line))
     if not rows:
         raise DataError(path, None, "the file has a header but no rows")
     return subset(Dataset.from_dict(cols), size, seed, strict=True)
@@ -370,6 +375,10 @@ def _jsonl_rows(text: str, path: Path) -> tuple[list[str], list[tuple[int, dict]
             rec = json.loads(raw)
         except json.JSONDecodeError as exc:
             raise DataError(path, n, f"not valid JSON: {exc.msg}") from None
+        except ValueError as exc:  # e.g. an integer with more than 4300 digits
+            raise DataError(path, n, f"not valid JSON for this loader: {exc}") from None
+        except RecursionError:
+            raise DataError(path, n, "not valid JSON for this loader: nested too deeply") from None
         if not isinstance(rec, dict):
             raise DataError(path, n, f"expected a JSON object per line, found {type(rec).__name__}")
         if header is None:
@@ -395,14 +404,37 @@ def _read_text(path) -> str:
         ) from None
 
 
+def _text_field(value, name: str, path, line) -> str:
+    """A sentence from a record: text (or a number), stripped, not empty, encodable as UTF-8."""
+    if value is None or isinstance(value, (bool, list, dict)):
+        if value is None:
+            raise DataError(path, line, f"empty {name}")
+        raise DataError(path, line, f"{name} must be text, found {type(value).__name__} {_short(value)}")
+    text = str(value).strip()
+    if not text:
+        raise DataError(path, line, f"empty {name}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise DataError(path, line, f"{name} holds an invalid character ({exc.reason}, e.g. a lone \\ud800 escape)") from None
+    return text
+
+
+def _short(value, limit: int = 40) -> str:
+    r = repr(value)
+    return r if len(r) <= limit else r[: limit - 3] + "..."
+
+
 def _parse_score(value, path, line, score_range: tuple[float, float]) -> float:
     lo, hi = score_range
     if isinstance(value, bool) or value is None:
         raise DataError(path, line, f"score {value!r} is not a number")
     try:
         score = float(value)
+    except OverflowError:
+        raise DataError(path, line, f"score {_short(value)} is too large for a number") from None
     except (TypeError, ValueError):
-        raise DataError(path, line, f"score {value!r} is not a number") from None
+        raise DataError(path, line, f"score {_short(value)} is not a number") from None
     if math.isnan(score) or not lo <= score <= hi:
         raise DataError(
             path,

