@@ -28,14 +28,20 @@ from .models import describe_layers, layer_table, load_model, n_layers  # noqa: 
 from .evaluation import ir_evaluator, score, sts_evaluator  # noqa: E402
 from .schedules import SCHEDULES, lr_curve  # noqa: E402
 from .tasks import Task, load_task  # noqa: E402
-from .training import ConfigError, StopFlag, TrainConfig, TrainResult, prepare_task, train  # noqa: E402
-from . import plots  # noqa: E402
+from .training import ConfigError, StopFlag, TrainConfig, TrainingOOMError, TrainResult, prepare_task, train  # noqa: E402
+from . import experiments, plots, rangetest, schedules, verdicts, widgets  # noqa: E402
+from .experiments import run_grid  # noqa: E402
+from .rangetest import lr_range_test  # noqa: E402
+from .freezing import WeightMovement  # noqa: E402
+from . import freezing  # noqa: E402
 
 __all__ = [
     "SCALES", "Scale", "environment_report", "get_scale", "pick_device", "seed_everything", "setup",
     "DataError", "load_pairs_file", "load_snli_retrieval", "load_snli_triplets", "load_stsb", "load_codesearch",
     "describe_layers", "layer_table", "load_model", "n_layers",
     "ir_evaluator", "score", "sts_evaluator", "SCHEDULES", "lr_curve", "Task", "load_task",
-    "ConfigError", "StopFlag", "TrainConfig", "TrainResult", "prepare_task", "train", "plots",
+    "ConfigError", "StopFlag", "TrainingOOMError", "TrainConfig", "TrainResult", "prepare_task", "train", "plots",
+    "experiments", "rangetest", "schedules", "verdicts", "widgets", "run_grid", "lr_range_test",
+    "WeightMovement", "freezing",
 ]
 __version__ = "0.1.0"

@@ -36,6 +36,10 @@ class Scale:
     batch_size: int  # default batch size
     max_seq_length: int  # token limit for training and evaluation
     evals_per_epoch: int  # validation evaluations per epoch
+    sweep_train_size: int | None = None  # training pairs per run when a notebook compares many arms x seeds
+    sweep_dev_size: int | None = None
+    sweep_test_size: int | None = None
+    range_test_steps: int = 100  # optimizer steps of the learning-rate range test
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -43,11 +47,11 @@ class Scale:
 
 SCALES: dict[str, Scale] = {
     # CI: tiny subsets, seconds per run, one seed. Numbers are not meaningful.
-    "smoke": Scale("smoke", 96, 64, 128, 64, 48, (0,), 1, 16, 64, 2),
+    "smoke": Scale("smoke", 96, 64, 128, 64, 48, (0,), 1, 16, 64, 2, 32, 32, 48, 20),
     # Default: meaningful on a 2-core laptop, each notebook a few minutes.
-    "workshop": Scale("workshop", 1000, 300, None, 600, 200, (0, 1, 2), 1, 16, 128, 4),
+    "workshop": Scale("workshop", 1000, 300, None, 600, 200, (0, 1, 2), 1, 16, 128, 4, 400, 200, 500, 120),
     # Everything, for a GPU.
-    "full": Scale("full", None, None, None, None, None, (0, 1, 2, 3, 4), 4, 32, 256, 4),
+    "full": Scale("full", None, None, None, None, None, (0, 1, 2, 3, 4), 4, 32, 256, 4, None, None, None, 300),
 }
 DEFAULT_SCALE = "workshop"
 

@@ -37,8 +37,9 @@ def plot_lr_curves(curves: dict[str, list[float]], ax=None, title: str = "learni
     """Several rate curves on shared axes (notebook 01)."""
     if ax is None:
         _, ax = plt.subplots(figsize=(8, 3.6))
-    for label, rates in curves.items():
-        ax.plot(range(1, len(rates) + 1), rates, label=label)
+    styles = ["-", "--", "-.", ":"]
+    for i, (label, rates) in enumerate(curves.items()):
+        ax.plot(range(1, len(rates) + 1), rates, label=label, ls=styles[i % len(styles)], lw=1.8)
     ax.set(title=title, xlabel="optimizer step", ylabel="learning rate")
     ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
     ax.legend(fontsize=8)
@@ -77,4 +78,104 @@ def plot_before_after(before: float, after: float, metric: str, ax=None, labels=
     lo = min(before, after)
     ax.set_ylim(max(0, lo - 0.1), min(1, max(before, after) + 0.05))
     ax.set(title=f"test {metric}")
+    return ax
+
+
+def _smooth(values, k: int):
+    if len(values) < k or k < 2:
+        return np.asarray(values, dtype=float)
+    return np.convolve(values, np.ones(k) / k, mode="valid")
+
+
+def plot_arms(results_by_arm: dict[str, list], title: str | None = None):
+    """Rate (first seed), smoothed training loss (mean over seeds) and validation metric (mean, min-max band)."""
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (arm, results) in enumerate(results_by_arm.items()):
+        c = colors[i % len(colors)]
+        axes[0].plot(range(1, len(results[0].lr) + 1), results[0].lr, color=c, label=arm)
+        n = min(len(r.train_loss) for r in results)
+        if n:
+            mean = np.mean([[p["loss"] for p in r.train_loss[:n]] for r in results], axis=0)
+            k = max(1, n // 8)
+            sm = _smooth(mean, k)
+            axes[1].plot(np.arange(len(sm)) + k, sm, color=c)
+    plot_seed_bands(results_by_arm, ax=axes[2])
+    axes[0].set(title="learning rate (seed 0)", xlabel="optimizer step")
+    axes[0].ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
+    axes[0].legend(fontsize=7)
+    axes[1].set(title="training loss (mean over seeds, smoothed)", xlabel="optimizer step")
+    axes[2].get_legend().remove() if axes[2].get_legend() else None
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return axes
+
+
+def plot_range_test(rt, advice=(2e-5, 5e-5), ax=None):
+    """Loss against rate on a log axis, the suggestions marked and the advised range shaded (notebook 01)."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 3.6))
+    ax.plot(rt.rates, rt.losses, alpha=0.3, label="loss per step")
+    ax.plot(rt.rates, rt.smoothed, label="smoothed")
+    ax.axvspan(*advice, color="green", alpha=0.12, label="syllabus: 2e-5 to 5e-5")
+    styles = {"valley": "-", "steep": "--", "min/10": ":"}
+    for name, lr in rt.suggestions.items():
+        ax.axvline(lr, color="black", ls=styles.get(name, "-"), lw=1, label=f"{name}: {lr:.1e}")
+    ax.set_xscale("log")
+    ax.set(xlabel="learning rate", ylabel="training loss", title="learning-rate range test")
+    ax.legend(fontsize=7)
+    return ax
+
+
+def plot_quality_vs_speed(results_by_arm: dict[str, list], key: str = "test", speed: str = "steps_per_s", ax=None,
+                          title: str | None = None):
+    """Each arm as a point: mean steps per second (x) against mean score (y), with min-max bars over seeds (notebook 02)."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4.2))
+    for name, runs in results_by_arm.items():
+        xs = np.array([r.summary()[speed] for r in runs], dtype=float)
+        ys = np.array([r.summary()[key] for r in runs], dtype=float)
+        ax.errorbar(xs.mean(), ys.mean(), xerr=[[xs.mean() - xs.min()], [xs.max() - xs.mean()]],
+                    yerr=[[ys.mean() - ys.min()], [ys.max() - ys.mean()]], fmt="o", capsize=3)
+        ax.annotate(name, (xs.mean(), ys.mean()), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    metric = next(iter(results_by_arm.values()))[0].metric
+    ax.set(xlabel="optimizer steps per second (higher is faster)", ylabel=f"{key} {metric}",
+           title=title or "quality against speed (mean, min-max over seeds)")
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def plot_weight_movement(table, ax=None, title: str = "how far each part's weights moved (L2), per epoch"):
+    """Heat map of a :meth:`helpers.freezing.WeightMovement.table`: parts (top layer first) x epochs; 0 = frozen."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(1.6 + 1.3 * table.shape[1], 3.8))
+    t = table.iloc[::-1]
+    im = ax.imshow(t.values, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(t.shape[1]), t.columns)
+    ax.set_yticks(range(t.shape[0]), t.index)
+    peak = float(np.nanmax(t.values)) if t.size else 0.0
+    for i in range(t.shape[0]):
+        for j in range(t.shape[1]):
+            v = t.values[i, j]
+            ax.text(j, i, "0 (frozen)" if v == 0 else f"{v:.3f}", ha="center", va="center", fontsize=8,
+                    color="white" if v < peak / 2 else "black")
+    plt.colorbar(im, ax=ax, label="L2 distance moved")
+    ax.set_title(title)
+    return ax
+
+
+def plot_layer_rates(rates_by_arm: dict[str, dict[str, float]], ax=None, title: str = "peak learning rate per part"):
+    """Grouped bars: the rate each part (embeddings, layer 0 ... top) got under each arm (``result.layer_lrs``)."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(10, 3.6))
+    parts = list(next(iter(rates_by_arm.values())))
+    parts = ["embeddings"] + [p for p in parts if p != "embeddings"]
+    width = 0.8 / len(rates_by_arm)
+    for j, (arm, rates) in enumerate(rates_by_arm.items()):
+        ax.bar(np.arange(len(parts)) + j * width, [rates[p] for p in parts], width, label=arm)
+    ax.set_xticks(np.arange(len(parts)) + 0.4 - width / 2, parts)
+    ax.set(ylabel="learning rate", title=title)
+    ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
+    ax.legend(fontsize=8)
     return ax

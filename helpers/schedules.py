@@ -125,3 +125,25 @@ def lr_curve(
         opt.step()
         sched.step()
     return rates
+
+
+def named_curves(peak: float = 2e-5, total_steps: int = 200, warmup_fraction: float = 0.1,
+                 floor: float = 1e-6) -> dict[str, list[float]]:
+    """The syllabus's schedules, labelled, over the same steps (notebook 01's first figure)."""
+    return {
+        "constant": lr_curve("constant", peak, total_steps, 0.0),
+        f"constant + {warmup_fraction:.0%} warm-up": lr_curve("constant", peak, total_steps, warmup_fraction),
+        f"linear, {warmup_fraction:.0%} warm-up": lr_curve("linear", peak, total_steps, warmup_fraction),
+        "cosine": lr_curve("cosine", peak, total_steps, warmup_fraction),
+        f"cosine to {floor:.0e}": lr_curve("cosine_floor", peak, total_steps, warmup_fraction, floor=floor),
+        "OneCycleLR": lr_curve("onecycle", peak, total_steps, warmup_fraction),
+        "warm-up, stable, decay": lr_curve("wsd", peak, total_steps, warmup_fraction, floor=floor),
+    }
+
+
+def curve_table(curves: dict[str, list[float]], steps=(1, 11, 21, 50, 100, 150, 200)):
+    """The rate of each curve at a few steps (1-based), as a table of ``2.00e-05`` strings."""
+    import pandas as pd
+
+    return pd.DataFrame({name: [f"{rates[s - 1]:.2e}" for s in steps if s <= len(rates)] for name, rates in curves.items()},
+                        index=pd.Index([s for s in steps], name="step")).T

@@ -1,0 +1,48 @@
+"""Verdicts are computed from seeds: a difference inside 2 standard errors is reported as noise."""
+import pytest
+
+from helpers.verdicts import compare, fmt, mean_sd, results_table, verdict
+
+
+def runs(*tests):
+    return [{"test": t, "dev": t, "wall_s": 1.0} for t in tests]
+
+
+def test_mean_sd_and_format():
+    m, s = mean_sd(runs(0.80, 0.82, 0.84))
+    assert m == pytest.approx(0.82) and s == pytest.approx(0.02)
+    assert fmt(runs(0.80, 0.82, 0.84)) == "0.8200 ± 0.0200"
+
+
+def test_clear_difference_is_supported():
+    c = compare("linear", runs(0.85, 0.851, 0.852), "constant", runs(0.80, 0.801, 0.802))
+    assert not c.inside_noise and c.diff == pytest.approx(0.05)
+    text = verdict("decay beats a constant rate", c)
+    assert "SUPPORTED" in text and "linear is better" in text
+
+
+def test_reversed_difference_contradicts():
+    c = compare("linear", runs(0.80, 0.801, 0.802), "constant", runs(0.85, 0.851, 0.852))
+    assert "CONTRADICTED" in verdict("decay beats a constant rate", c)
+
+
+def test_overlapping_seeds_are_noise():
+    c = compare("a", runs(0.80, 0.84, 0.82), "b", runs(0.81, 0.83, 0.825))
+    assert c.inside_noise
+    assert "NOT SHOWN" in verdict("a beats b", c) and "inside the seed noise" in c.sentence()
+
+
+def test_one_seed_gives_no_verdict():
+    c = compare("a", runs(0.9), "b", runs(0.8))
+    assert c.inside_noise and "no noise estimate" in c.sentence()
+    assert "NO VERDICT" in verdict("a beats b", c)
+
+
+def test_lower_is_better_metrics():
+    c = compare("a", runs(1.0, 1.01, 1.02), "b", runs(2.0, 2.01, 2.02), key="test")
+    assert "SUPPORTED" in verdict("a has a lower loss", c, higher_is_better=False)
+
+
+def test_results_table():
+    t = results_table({"a": runs(0.8, 0.82), "b": runs(0.7, 0.72)})
+    assert list(t.index) == ["a", "b"] and t.loc["a", "seeds"] == 2 and t.loc["b", "test"] == "0.7100 ± 0.0141"
