@@ -107,3 +107,259 @@ def layerwise_lr_mapping(model, peak: float, decay: float) -> dict[str, float]:
         mapping[re.escape(_module_prefix(model, layer)) + r"\."] = rates[f"layer {i}"]
     mapping[re.escape(_module_prefix(model, embeddings(model))) + r"\."] = rates["embeddings"]
     return mapping
+
+
+# --------------------------------------------------------------------------- parts, arbitrary freezing
+
+
+def part_names(model) -> list[str]:
+    """The freezable parts, bottom first: ``embeddings``, ``layer 0`` ... ``layer N-1`` (read from the model)."""
+    return ["embeddings"] + [f"layer {i}" for i in range(n_layers(model))]
+
+
+def part_modules(model) -> dict[str, object]:
+    """``{part name: module}`` for :func:`part_names`."""
+    parts = {"embeddings": embeddings(model)}
+    for i, layer in enumerate(encoder_layers(model)):
+        parts[f"layer {i}"] = layer
+    return parts
+
+
+def check_part_names(names, n: int | None = None) -> list[str]:
+    """Problems with part names (``"embeddings"``, ``"layer 3"``); ``n`` is the model's layer count if known."""
+    problems = []
+    for name in names:
+        m = re.fullmatch(r"layer (\d+)", str(name))
+        if name == "embeddings":
+            continue
+        if m is None:
+            problems.append(f"{name!r} is not a part name (use 'embeddings' or 'layer 0' ... 'layer N-1')")
+        elif n is not None and int(m.group(1)) >= n:
+            problems.append(f"{name!r} does not exist (the model has layers 0..{n - 1})")
+    return problems
+
+
+def freeze_parts(model, parts) -> list[str]:
+    """Freeze exactly the named parts (any set, not only the bottom ones); returns their names, bottom first."""
+    modules = part_modules(model)
+    problems = check_part_names(parts, n_layers(model))
+    if problems:
+        raise ValueError("; ".join(problems))
+    for name in parts:
+        set_trainable(modules[name], False)
+    return [p for p in modules if p in set(parts)]
+
+
+def shaping_trainable(model) -> int:
+    """Trainable parameters that shape the embeddings: embeddings, layers and later modules (not the unused pooler)."""
+    total = sum(p.numel() for m in part_modules(model).values() for p in m.parameters() if p.requires_grad)
+    for idx, module in enumerate(model):
+        if idx > 0:
+            total += sum(p.numel() for p in module.parameters() if p.requires_grad)
+    return total
+
+
+# --------------------------------------------------------------------------- lower layers at a lower rate
+
+
+def lower_layers_rates(model, peak: float, low: float, lower_layers: int | None = None) -> dict[str, float]:
+    """Rate per part when the bottom ``lower_layers`` layers (default: the bottom half) and the embeddings get ``low``.
+
+    The syllabus's "1e-5 for earlier layers": the upper layers keep ``peak``.
+    """
+    n = n_layers(model)
+    k = n // 2 if lower_layers is None else lower_layers
+    rates = {f"layer {i}": (low if i < k else peak) for i in range(n)}
+    rates["embeddings"] = low
+    return rates
+
+
+def rates_lr_mapping(model, rates: dict[str, float], peak: float) -> dict[str, float]:
+    """``learning_rate_mapping`` from ``{part: rate}``; parts at ``peak`` need no entry (they keep the base rate)."""
+    modules = part_modules(model)
+    return {re.escape(_module_prefix(model, modules[part])) + r"\.": rate
+            for part, rate in rates.items() if rate != peak}
+
+
+def part_rates(model, peak: float, decay: float = 1.0, low: float | None = None,
+               lower_layers: int | None = None) -> dict[str, float]:
+    """The peak rate of every part for a configuration: flat, layer-wise decay, or lower layers at ``low``."""
+    if low is not None:
+        return lower_layers_rates(model, peak, low, lower_layers)
+    return layerwise_rates(model, peak, decay)
+
+
+# --------------------------------------------------------------------------- proof that freezing happened
+
+
+class WeightMovement(TrainerCallback):
+    """How far each part's weights moved in each epoch (L2 norm of the change), to prove what trained.
+
+    Snapshots the weights at the start of training and at every epoch's end;
+    ``epochs`` holds one ``{part: distance}`` per epoch. A frozen part moves by
+    exactly 0.0. Works with the optimizer the trainer builds and with
+    :class:`GradualUnfreezing`: it only reads weights, never changes them.
+    Pass it with ``train(cfg, callbacks=[WeightMovement()])``.
+    """
+
+    def __init__(self, model=None):
+        self.model = model
+        self.epochs: list[dict[str, float]] = []
+        self._last: dict[str, list] = {}
+
+    def _snap(self) -> dict[str, list]:
+        return {name: [p.detach().to("cpu", copy=True) for p in m.parameters()]
+                for name, m in part_modules(self.model).items()}
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if self.model is None:
+            self.model = model
+        self.epochs = []
+        self._last = self._snap()
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        import torch
+
+        now = self._snap()
+        row = {}
+        for name, tensors in now.items():
+            sq = sum(float(torch.sum((a.double() - b.double()) ** 2)) for a, b in zip(tensors, self._last[name]))
+            row[name] = sq ** 0.5
+        self.epochs.append(row)
+        self._last = now
+
+    def table(self):
+        """A DataFrame: one row per part (bottom first), one column per epoch."""
+        import pandas as pd
+
+        df = pd.DataFrame(self.epochs).T
+        df.columns = [f"epoch {i + 1}" for i in range(len(self.epochs))]
+        return df
+
+
+# --------------------------------------------------------------------------- what freezing saves
+
+
+def step_cost(n: int, frozen) -> float:
+    """Compute per optimizer step relative to full training, for ``n`` layers and the set of frozen part names.
+
+    Cost model (EVIDENCE section 7; Kaplan et al. 2020): forward = 1 unit per
+    layer, always all layers; backward = 1 unit per layer for the activation
+    gradients, from the top down to the lowest trainable part, plus 1 unit per
+    trainable layer for its weight gradients. Full training costs 3 units per
+    layer. Freezing the bottom k gives (n + 2(n - k)) / 3n. Trainable
+    embeddings need the activation gradients through every layer.
+    """
+    frozen = set(frozen)
+    trainable = [i for i in range(n) if f"layer {i}" not in frozen]
+    if "embeddings" not in frozen:
+        lowest = 0
+    elif trainable:
+        lowest = min(trainable)
+    else:
+        return 1 / 3  # forward only: nothing to train
+    return (n + (n - lowest) + len(trainable)) / (3 * n)
+
+
+def adamw_state_bytes(trainable_params: int) -> int:
+    """AdamW keeps two fp32 states (first and second moment) per trainable parameter: 8 bytes each."""
+    return 8 * trainable_params
+
+
+# --------------------------------------------------------------------------- tables for notebook 02
+
+
+def cost_table(model, ks=None, freeze_embeddings: bool | None = None):
+    """Predicted cost of freezing the bottom k layers: trainable parameters, compute per step, AdamW state.
+
+    ``freeze_embeddings=None`` follows the runner: the embeddings are frozen exactly when k > 0.
+    """
+    import pandas as pd
+
+    from .models import count_parameters
+
+    n = n_layers(model)
+    modules = part_modules(model)
+    counts = {name: count_parameters(m) for name, m in modules.items()}
+    shaping = sum(counts.values()) + sum(count_parameters(m) for i, m in enumerate(model) if i > 0)
+    rows = []
+    for k in (range(n + 1) if ks is None else ks):
+        frozen = [f"layer {i}" for i in range(k)] + (["embeddings"] if (k > 0 if freeze_embeddings is None else freeze_embeddings) else [])
+        trainable = shaping - sum(counts[p] for p in frozen)
+        cost = step_cost(n, frozen)
+        rows.append({"freeze_layers": k, "trainable params": trainable, "share trainable": f"{trainable / shaping:.1%}",
+                     "compute per step": f"{cost:.1%}", "speed-up ceiling": f"{1 / cost:.2f}x",
+                     "AdamW state MB": round(adamw_state_bytes(trainable) / 2**20, 1)})
+    return pd.DataFrame(rows).set_index("freeze_layers")
+
+
+def rates_table(model, peak: float, arms: dict[str, dict]):
+    """Rate per part (rows, top layer first) for each arm's settings (``decay=`` or ``low=``/``lower_layers=``)."""
+    import pandas as pd
+
+    cols = {arm: part_rates(model, peak, **kw) for arm, kw in arms.items()}
+    df = pd.DataFrame(cols).loc[list(reversed(part_names(model)))]
+    return df.map(lambda v: f"{v:.2e}")
+
+
+def summary_table(results_by_arm: dict[str, list], baseline: str | None = None):
+    """One row per arm: dev and test (mean ± sd over seeds), trainable parameters, steps/s, speed-up, peak memory."""
+    import numpy as np
+    import pandas as pd
+
+    baseline = baseline or next(iter(results_by_arm))
+    base_speed = float(np.mean([train_speed(r) for r in results_by_arm[baseline]]))
+    rows = []
+    for arm, runs in results_by_arm.items():
+        def ms(key):
+            v = np.array([r.summary()[key] for r in runs], dtype=float)
+            return f"{v.mean():.4f} ± {v.std(ddof=1) if len(v) > 1 else 0.0:.4f}"
+
+        speed = float(np.mean([train_speed(r) for r in runs]))
+        rows.append({"arm": arm, "seeds": len(runs), "dev": ms("dev"), "test": ms("test"),
+                     "trainable params": runs[0].trainable_params, "steps/s": round(speed, 2),
+                     f"speed vs {baseline}": f"{speed / base_speed:.2f}x",
+                     "peak MB": round(float(np.mean([r.peak_memory_mb for r in runs])))})
+    return pd.DataFrame(rows).set_index("arm")
+
+
+class StepTimer(TrainerCallback):
+    """Seconds spent in optimizer steps only (forward, backward, update), without evaluations; one entry per run."""
+
+    def __init__(self):
+        self.runs: list[dict] = []
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.runs.append({"steps": 0, "seconds": 0.0})
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        import time
+
+        self._t = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        import time
+
+        self.runs[-1]["steps"] += 1
+        self.runs[-1]["seconds"] += time.perf_counter() - self._t
+
+
+def train_speed(result) -> float:
+    """Optimizer steps per second of training alone (from :func:`timed_grid`), else the runner's overall rate."""
+    return getattr(result, "train_steps_per_sec", None) or result.steps_per_sec
+
+
+def timed_grid(arms: dict, seeds, data=None, **kwargs) -> dict[str, list]:
+    """:func:`helpers.run_grid` plus each run's training-only speed as ``result.train_steps_per_sec``.
+
+    The runner's ``steps_per_sec`` includes the evaluations (the same cost for every arm), which hides
+    what freezing saves in the training steps themselves.
+    """
+    from .experiments import run_grid
+
+    timer = StepTimer()
+    results = run_grid(arms, seeds, data=data, callbacks=[timer], **kwargs)
+    order = [(arm, i) for i, _ in enumerate(seeds) for arm in arms]  # run_grid's order: seeds, then arms
+    for (arm, i), t in zip(order, timer.runs):
+        results[arm][i].train_steps_per_sec = t["steps"] / t["seconds"] if t["seconds"] else 0.0
+    return results

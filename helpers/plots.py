@@ -128,19 +128,20 @@ def plot_range_test(rt, advice=(2e-5, 5e-5), ax=None):
     return ax
 
 
-def plot_quality_vs_speed(results_by_arm: dict[str, list], key: str = "test", speed: str = "steps_per_s", ax=None,
-                          title: str | None = None):
-    """Each arm as a point: mean steps per second (x) against mean score (y), with min-max bars over seeds (notebook 02)."""
+def plot_quality_vs_speed(results_by_arm: dict[str, list], key: str = "test", ax=None, title: str | None = None):
+    """Each arm as a point: mean training steps per second (x) against mean score (y), min-max bars over seeds (notebook 02)."""
+    from .freezing import train_speed
+
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 4.2))
     for name, runs in results_by_arm.items():
-        xs = np.array([r.summary()[speed] for r in runs], dtype=float)
+        xs = np.array([train_speed(r) for r in runs], dtype=float)
         ys = np.array([r.summary()[key] for r in runs], dtype=float)
         ax.errorbar(xs.mean(), ys.mean(), xerr=[[xs.mean() - xs.min()], [xs.max() - xs.mean()]],
                     yerr=[[ys.mean() - ys.min()], [ys.max() - ys.mean()]], fmt="o", capsize=3)
         ax.annotate(name, (xs.mean(), ys.mean()), textcoords="offset points", xytext=(6, 4), fontsize=8)
     metric = next(iter(results_by_arm.values()))[0].metric
-    ax.set(xlabel="optimizer steps per second (higher is faster)", ylabel=f"{key} {metric}",
+    ax.set(xlabel="training steps per second, evaluations excluded (higher is faster)", ylabel=f"{key} {metric}",
            title=title or "quality against speed (mean, min-max over seeds)")
     ax.grid(alpha=0.3)
     return ax

@@ -33,7 +33,8 @@ from transformers import EarlyStoppingCallback, TrainerCallback
 from .batching import SCALING_RULES, effective_batch, scaled_learning_rate
 from .config import get_scale, mixed_precision, pick_device, seed_everything
 from .evaluation import score
-from .freezing import GradualUnfreezing, freeze_bottom, layerwise_lr_mapping, layerwise_rates
+from .freezing import (GradualUnfreezing, check_part_names, freeze_bottom, freeze_parts, layerwise_lr_mapping,
+                       part_rates, rates_lr_mapping, shaping_trainable)
 from .losses import LOSSES, check_loss_fits, default_loss, is_inbatch, make_loss
 from .memory import PeakMemory
 from .models import count_parameters, load_model, n_layers
@@ -94,6 +95,9 @@ class TrainConfig:
     gradual_unfreezing: bool = False  # top layer first, one more layer per epoch
     unfreeze_start_layers: int = 1
     layerwise_decay: float = 1.0  # rate x decay per layer going down (1.0: one rate for all)
+    frozen_parts: tuple[str, ...] | None = None  # freeze exactly these parts: "embeddings", "layer 3", ...
+    lower_layers_lr: float | None = None  # a fixed rate (e.g. 1e-5) for the lower layers and the embeddings
+    lower_layers: int | None = None  # how many bottom layers get lower_layers_lr (None: the bottom half)
     evals_per_epoch: int | None = None
     early_stopping_patience: int | None = None  # evaluations without improvement before stopping
     early_stopping_metric: str = "task"  # task (Spearman / nDCG@10) or loss (validation loss)
@@ -362,6 +366,7 @@ def validate(cfg: TrainConfig, layers: int | None = None, columns=None, n_train:
     if not _whole(cfg.unfreeze_start_layers) or cfg.unfreeze_start_layers < 1:
         raise ConfigError("unfreeze_start_layers", cfg.unfreeze_start_layers, "a whole number of at least 1",
                           "1 starts with only the top layer trainable.")
+    _validate_parts_and_rates(cfg, layers)
     if layers is not None:
         if cfg.freeze_layers > layers:
             raise ConfigError("freeze_layers", cfg.freeze_layers, f"0..{layers} (the model has {layers} layers)",
@@ -379,6 +384,47 @@ def validate(cfg: TrainConfig, layers: int | None = None, columns=None, n_train:
         raise ConfigError("train_size", cfg.train_size, f"at most the {n_train} training examples the task has",
                           f"Use train_size={n_train} or train_size='all' for all of them.")
     return notes
+
+
+def _validate_parts_and_rates(cfg: TrainConfig, layers: int | None) -> None:
+    """Checks for ``frozen_parts``, ``lower_layers_lr`` and ``lower_layers`` (notebook 02)."""
+    if cfg.frozen_parts is not None:
+        if isinstance(cfg.frozen_parts, str):
+            raise ConfigError("frozen_parts", cfg.frozen_parts, "a tuple of part names",
+                              f"Use frozen_parts=({cfg.frozen_parts!r},).")
+        problems = check_part_names(cfg.frozen_parts, layers)
+        if problems:
+            raise ConfigError("frozen_parts", tuple(cfg.frozen_parts), "names of parts the model has",
+                              "; ".join(problems) + ".")
+        if cfg.freeze_layers or cfg.gradual_unfreezing:
+            raise ConfigError("frozen_parts", tuple(cfg.frozen_parts),
+                              "None when freeze_layers > 0 or gradual_unfreezing=True",
+                              "Choose one way of freezing.")
+        if layers is not None and set(cfg.frozen_parts) >= {"embeddings", *(f"layer {i}" for i in range(layers))}:
+            raise ConfigError("frozen_parts", tuple(cfg.frozen_parts), "a set that leaves a layer or the embeddings trainable",
+                              "Every weight that shapes the embeddings would be frozen; leave at least the top layer.")
+    if layers is not None and cfg.freeze_layers == layers and cfg.freeze_embeddings is not False:
+        raise ConfigError("freeze_layers", cfg.freeze_layers,
+                          f"0..{layers - 1} while the embeddings are frozen (the model has {layers} layers)",
+                          "Every weight that shapes the embeddings would be frozen (only BERT's unused pooler "
+                          f"would be left, and it gets no gradient). freeze_layers={layers - 1} trains only the top block.")
+    if cfg.lower_layers_lr is not None:
+        v = cfg.lower_layers_lr
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v <= 0:
+            raise ConfigError("lower_layers_lr", v, "None or a positive rate", "The syllabus suggests 1e-5.")
+        if cfg.layerwise_decay != 1.0:
+            raise ConfigError("lower_layers_lr", v, "None when layerwise_decay != 1.0",
+                              "Choose one: a decay per layer, or one lower rate for the lower layers.")
+    if cfg.lower_layers is not None:
+        if cfg.lower_layers_lr is None:
+            raise ConfigError("lower_layers", cfg.lower_layers, "None unless lower_layers_lr is set",
+                              "Set lower_layers_lr=1e-5 too.")
+        if not _whole(cfg.lower_layers) or cfg.lower_layers < 1:
+            raise ConfigError("lower_layers", cfg.lower_layers, "None (the bottom half) or a whole number of at least 1",
+                              "3 gives MiniLM's bottom half the lower rate.")
+        if layers is not None and cfg.lower_layers > layers:
+            raise ConfigError("lower_layers", cfg.lower_layers, f"1..{layers} (the model has {layers} layers)",
+                              f"lower_layers={layers // 2} is the bottom half.")
 
 
 # --------------------------------------------------------------------------- callbacks
@@ -606,21 +652,30 @@ def train(cfg: TrainConfig | None = None, *, model=None, data=None, progress: bo
     validate(cfg, layers=n_layers(model), columns=task.columns)
     if cfg.freeze_layers or cfg.freeze_embeddings:
         freeze_bottom(model, cfg.freeze_layers, cfg.freeze_layers > 0 if cfg.freeze_embeddings is None else cfg.freeze_embeddings)
+    if cfg.frozen_parts:
+        freeze_parts(model, cfg.frozen_parts)
     trainable = count_parameters(model, trainable_only=True)
     if trainable == 0:
         raise ConfigError("freeze_layers", cfg.freeze_layers, "a setting that leaves something trainable",
                           "Every weight is frozen; freeze fewer layers.")
+    if shaping_trainable(model) == 0:
+        raise ConfigError("freeze_layers", cfg.freeze_layers, "a setting that leaves a layer or the embeddings trainable",
+                          "Every weight that shapes the embeddings is frozen (only weights the output never uses, "
+                          "such as BERT's pooler, are trainable); freeze fewer layers.")
 
     lr = scaled_learning_rate(cfg.learning_rate, cfg.batch_size, cfg.base_batch_size, cfg.lr_scaling, cfg.grad_accum)
     per_epoch = steps_per_epoch(len(task.train), cfg.batch_size, cfg.grad_accum)
     evaluate = cfg.evals_per_epoch > 0
     eval_steps = max(1, round(per_epoch / cfg.evals_per_epoch)) if evaluate else per_epoch
     total = cfg.max_steps or math.ceil(per_epoch * cfg.epochs)
-    mapping = layerwise_lr_mapping(model, lr, cfg.layerwise_decay)
+    if cfg.lower_layers_lr is not None:
+        mapping = rates_lr_mapping(model, part_rates(model, lr, low=cfg.lower_layers_lr, lower_layers=cfg.lower_layers), lr)
+    else:
+        mapping = layerwise_lr_mapping(model, lr, cfg.layerwise_decay)
     result = TrainResult(config=asdict(cfg), metric=task.metric, device=device, learning_rate=lr,
                          effective_batch=effective_batch(cfg.batch_size, cfg.grad_accum),
                          train_examples=len(task.train), total_params=count_parameters(model))
-    result.layer_lrs = layerwise_rates(model, lr, cfg.layerwise_decay)
+    result.layer_lrs = part_rates(model, lr, cfg.layerwise_decay, cfg.lower_layers_lr, cfg.lower_layers)
 
     loss = make_loss(loss_name, model, scale=cfg.loss_scale, mini_batch_size=cfg.mini_batch_size)
     use_best = cfg.early_stopping_patience is not None
