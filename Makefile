@@ -1,6 +1,7 @@
 # Two commands on a fresh machine:
 #   make lab   - set everything up, then open the workshop in JupyterLab (localhost)
-#   make test  - set everything up, then run the whole test suite (pytest + nbval at smoke scale)
+#   make test  - set everything up, then run the whole test suite (pytest + nbval at smoke scale
+#                + the widgets in JupyterLab in headless Chromium)
 # Both are idempotent: the set-up reruns only when pyproject.toml or the lock changes.
 
 PYTHON ?= python3
@@ -25,7 +26,7 @@ HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/
 TORCH_CPU_INDEX := $(if $(HAS_GPU),,$(if $(filter Linux,$(shell uname -s)),--extra-index-url https://download.pytorch.org/whl/cpu,))
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: setup lab test test-py test-nb notebooks lock clean
+.PHONY: setup lab test test-py test-nb test-browser notebooks bench lock clean
 
 setup: $(STAMP)
 
@@ -42,21 +43,30 @@ lab: $(STAMP)
 	@echo "Opening the workshop; JupyterLab prints the URL to open (localhost only)."
 	$(BIN)/jupyter lab --no-browser --ip=127.0.0.1 --port=$(PORT) --ServerApp.root_dir=notebooks $(ALLOW_ROOT)
 
-test: $(STAMP) test-py test-nb
+test: $(STAMP) test-py test-nb test-browser
 
 test-py: $(STAMP)
-	WORKSHOP_SCALE=smoke $(BIN)/python -m pytest tests -q
+	WORKSHOP_SCALE=smoke $(BIN)/python -m pytest tests -q --ignore=tests/browser
 
 test-nb: $(STAMP)
 	WORKSHOP_SCALE=smoke $(BIN)/python -m pytest --nbval --nbval-current-env \
 		--nbval-sanitize-with notebooks/sanitize.cfg --nbval-cell-timeout=1200 notebooks -q
 
+# The widgets as a learner uses them: JupyterLab (loopback, token) driven in headless Chromium by
+# Playwright (installed by the test extras; never `playwright install`). tools/install_browser.sh
+# installs Debian's chromium when it is missing. Screenshots: tests/browser/screenshots/.
+test-browser: $(STAMP)
+	tools/install_browser.sh
+	WORKSHOP_SCALE=smoke $(BIN)/python -m pytest tests/browser -q -m browser
+
 # Re-execute every notebook in place at workshop scale (the stored outputs readers see on GitHub).
+# Each notebook's wall time goes into benchmarks/results.json (benchmark 5). NB="01 03" runs only those.
 notebooks: $(STAMP)
-	for nb in notebooks/[0-9]*.ipynb; do \
-		WORKSHOP_SCALE=$${WORKSHOP_SCALE:-workshop} $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
-			--ExecutePreprocessor.timeout=3600 --ExecutePreprocessor.kernel_name=python3 "$$nb" || exit 1; \
-	done
+	$(BIN)/python benchmarks/bench_notebooks.py --inplace --scale $${WORKSHOP_SCALE:-workshop} $(if $(NB),--only $(NB),)
+
+# Speed and memory figures (benchmarks/README.md); BENCH="freezing inbatch" runs only those.
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run.py $(BENCH)
 
 lock: $(STAMP)
 	$(BIN)/python tools/lock.py

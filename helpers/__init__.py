@@ -34,6 +34,9 @@ from .experiments import run_grid  # noqa: E402
 from .rangetest import lr_range_test  # noqa: E402
 from .freezing import WeightMovement  # noqa: E402
 from . import freezing  # noqa: E402
+from . import crosseval, curve_plots, inbatch, stopping  # noqa: E402  (notebooks 04 and 05)
+from . import recipe, search  # noqa: E402  (notebooks 06 and 07, python -m helpers)
+from . import accumulation, batch_plots, batch_widgets, batching, memory  # noqa: E402  (notebook 03)
 
 __all__ = [
     "SCALES", "Scale", "environment_report", "get_scale", "pick_device", "seed_everything", "setup",

@@ -62,3 +62,114 @@ class PeakMemory:
             if self._thread is not None:
                 self._thread.join()
             self.peak_mb = max(self.peak_mb, self._rss())
+
+
+class ActivationMemory:
+    """Peak MiB of the tensors autograd keeps for the backward pass (the activations), on any device.
+
+    Counted exactly through ``torch.autograd.graph.saved_tensors_hooks``: every
+    tensor saved for backward adds its storage once (views of one storage count
+    once) until the graph that holds it is freed; the model's own weights
+    (``model``'s parameters, also saved by every matrix product) are not
+    counted. Unlike the process's resident memory (:class:`PeakMemory` on a
+    CPU), the number does not depend on what the process did before, so batch
+    sizes and losses can be compared in one notebook kernel (notebook 03).
+    Activations are what grows with the batch; the weights, gradients and AdamW
+    state do not.
+    """
+
+    def __init__(self, model=None):
+        self._params = {p.untyped_storage().data_ptr() for p in model.parameters()} if model is not None else set()
+        self._live: dict[int, list] = {}  # storage pointer -> [holders alive, bytes]
+        self.live_bytes = 0
+        self.peak_bytes = 0
+        self._ctx = None
+
+    @property
+    def peak_mb(self) -> float:
+        return self.peak_bytes / 2**20
+
+    def _pack(self, t):
+        storage = t.untyped_storage()
+        ptr = storage.data_ptr()
+        if ptr in self._params or storage.nbytes() == 0:
+            return t
+        entry = self._live.get(ptr)
+        if entry is None:
+            entry = self._live[ptr] = [0, storage.nbytes()]
+            self.live_bytes += entry[1]
+            self.peak_bytes = max(self.peak_bytes, self.live_bytes)
+        entry[0] += 1
+        return _Saved(t, self, ptr)
+
+    def _release(self, ptr: int) -> None:
+        entry = self._live.get(ptr)
+        if entry is None:
+            return
+        entry[0] -= 1
+        if entry[0] == 0:
+            self.live_bytes -= entry[1]
+            del self._live[ptr]
+
+    @staticmethod
+    def _unpack(saved):
+        return saved.tensor if isinstance(saved, _Saved) else saved
+
+    def __enter__(self) -> "ActivationMemory":
+        from torch.autograd.graph import saved_tensors_hooks
+
+        self._ctx = saved_tensors_hooks(self._pack, self._unpack)
+        self._ctx.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._ctx is not None:
+            self._ctx.__exit__(*exc)
+            self._ctx = None
+
+
+class _Saved:
+    """One tensor saved for backward; tells its :class:`ActivationMemory` when autograd frees it."""
+
+    __slots__ = ("tensor", "owner", "ptr")
+
+    def __init__(self, tensor, owner: ActivationMemory, ptr: int):
+        self.tensor, self.owner, self.ptr = tensor, owner, ptr
+
+    def __del__(self):
+        self.owner._release(self.ptr)
+
+
+def activation_memory_callback():
+    """A trainer callback recording each run's :class:`ActivationMemory` peak over all its optimizer steps.
+
+    ``callback.runs`` holds one peak (MiB) per training run, in order (notebook 03's grids).
+    """
+    from transformers import TrainerCallback
+
+    class ActivationMemoryCallback(TrainerCallback):
+        def __init__(self):
+            self.runs: list[float] = []
+            self._meter: ActivationMemory | None = None
+            self._model = None
+
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            self.runs.append(0.0)
+            self._model = model
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            self._meter = ActivationMemory(self._model).__enter__()
+
+        def _close(self):
+            if self._meter is not None:
+                self._meter.__exit__(None, None, None)
+                self.runs[-1] = max(self.runs[-1], self._meter.peak_mb)
+                self._meter = None
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self._close()
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self._close()
+
+    return ActivationMemoryCallback()

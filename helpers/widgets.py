@@ -27,6 +27,12 @@ def figure_png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
+def css_hooks(prefix: str, **parts) -> None:
+    """Give widgets stable CSS classes, ``hp-<prefix>-<part>``, that the browser test (tests/browser) finds."""
+    for part, widget in parts.items():
+        widget.add_class(f"hp-{prefix}-{part.replace('_', '-')}")
+
+
 def explorer_state(schedule: str, peak: float, warmup: float, floor: float, epochs: int, batch_size: int,
                    data_size: int) -> dict:
     """What the explorer shows for these settings: total and warm-up steps and the rate per step."""
@@ -72,6 +78,9 @@ class ScheduleExplorer:
             c.observe(self._update, names="value")
         self.train_button: W.Button | None = None
         self.widget = W.VBox([W.HBox([W.VBox(self.controls[:4]), W.VBox(self.controls[4:])]), self.info, self.image])
+        css_hooks("explorer", widget=self.widget, info=self.info, plot=self.image, schedule=self.schedule,
+                  peak=self.peak, warmup=self.warmup, floor=self.floor, epochs=self.epochs,
+                  batch_size=self.batch_size, data_size=self.data_size)
         self.state: dict = {}
         self._update()
 
@@ -116,6 +125,7 @@ class ScheduleExplorer:
             dashboard.start(self.config(dashboard.config))
 
         self.train_button.on_click(go)
+        css_hooks("explorer", train=self.train_button)
         self.widget.children = (*self.widget.children, self.train_button)
         return self.train_button
 
@@ -151,6 +161,8 @@ class TrainingDashboard:
         self.train_button.on_click(lambda _: self.start())
         self.image = W.Image(format="png", layout=W.Layout(width="900px"))
         self.widget = W.VBox([W.HBox([self.train_button, self.stop_button, self.progress]), self.status, self.image])
+        css_hooks("dashboard", widget=self.widget, train=self.train_button, stop=self.stop_button,
+                  progress=self.progress, status=self.status, plot=self.image)
         self.draws = 0
 
     # ----------------------------------------------------------------- control
@@ -301,11 +313,13 @@ class LayerPicker:
             t = W.ToggleButton(value=name in set(frozen), description=name, tooltip=f"{counts[name]:,} parameters",
                                layout=W.Layout(width="260px"))
             t.observe(self._update, names="value")
+            css_hooks("picker", toggle=t)
             self.toggles[name] = t
         self.info = W.HTML()
         self.train_button: W.Button | None = None
         self.widget = W.VBox([W.HTML("<b>Press a part to freeze it</b> (top of the model first)"),
                               *self.toggles.values(), self.info])
+        css_hooks("picker", widget=self.widget, info=self.info)
         self.state: dict = {}
         self._update()
 
@@ -343,6 +357,7 @@ class LayerPicker:
         self.train_button = W.Button(description="train with this choice", button_style="primary",
                                      layout=W.Layout(width="220px"))
         self.train_button.on_click(lambda _: dashboard.start(self.config(dashboard.config)))
+        css_hooks("picker", train=self.train_button)
         self.widget.children = (*self.widget.children, self.train_button)
         self._update()
         return self.train_button

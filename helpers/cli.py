@@ -1,0 +1,193 @@
+"""The command line: ``python -m helpers recipe`` and ``python -m helpers search`` (README "Command line").
+
+``recipe`` runs the whole recipe of notebook 07 on a file (or STS-B): check
+and profile the data, search on a subset, train on everything, test against
+the untuned model, save and reload the model. ``search`` runs only the search.
+Both write ``summary.json`` in the output folder and print a short report.
+
+Exit codes: 0 done, 2 bad input (reported before anything trains),
+130 stopped with Ctrl-C (the study and the best model so far are kept; the
+same command resumes the study).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+EXIT_OK, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 2, 130
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not v > 0 or v != v or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
+    return v
+
+
+def _whole(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
+    return v
+
+
+def _fraction(text: str) -> float:
+    v = _positive_float(text)
+    if v > 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a fraction in (0, 1], e.g. 0.1 for 10%")
+    return v
+
+
+def _number(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if v != v or v in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number")
+    return v
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    from .config import SCALES
+    from .search import PRUNERS, SUBSET_FRACTION
+
+    d = p.add_argument_group("data")
+    d.add_argument("--train", default="stsb", metavar="FILE",
+                   help="training data: a .csv/.tsv/.jsonl file with columns sentence1, sentence2, score (graded "
+                        "similarity) or anchor, positive[, negative] (retrieval); 'stsb' (default) for the STS "
+                        "Benchmark at the scale's sizes")
+    d.add_argument("--dev", metavar="FILE", help="validation file with the same columns (default: 10%% of --train)")
+    d.add_argument("--test", metavar="FILE", help="test file with the same columns (default: another 10%% of --train)")
+    d.add_argument("--score-range", nargs=2, type=_number, default=(0.0, 1.0), metavar=("LOW", "HIGH"),
+                   help="the range of your scores, rescaled to 0-1 (default: 0 1; STS-B style files use 0 5)")
+    d.add_argument("--train-size", type=_positive_int, metavar="N",
+                   help="use N training rows (default: all of a file; the scale's size for stsb)")
+    o = p.add_argument_group("output")
+    o.add_argument("--output", required=True, metavar="DIR",
+                   help="folder for model/, study.db and summary.json; new, empty, or an earlier run's (to resume)")
+    s = p.add_argument_group("search")
+    s.add_argument("--scale", choices=list(SCALES), default=None,
+                   help="sizes, epochs and default trials: smoke (seconds), workshop (a laptop), full (a GPU); "
+                        "default: $WORKSHOP_SCALE, else workshop")
+    s.add_argument("--trials", type=_positive_int, metavar="N",
+                   help="finished trials the study should hold (default: the scale's, 14 at workshop); "
+                        "a rerun with a larger N adds trials")
+    s.add_argument("--subset", type=_fraction, default=SUBSET_FRACTION, metavar="FRACTION",
+                   help=f"share of the training rows the search trains on (default: {SUBSET_FRACTION})")
+    s.add_argument("--pruner", choices=list(PRUNERS), default="halving",
+                   help="stops weak trials at their validation evaluations: successive halving (default), "
+                        "hyperband, median, or none")
+    s.add_argument("--study-name", default="recipe", metavar="NAME", help="name of the study (default: recipe)")
+    s.add_argument("--storage", metavar="PATH_OR_URL",
+                   help="where the study is stored: a SQLite file or a database URL (default: DIR/study.db); "
+                        "several workers given the same storage and name share one study")
+    s.add_argument("--worker", type=_whole, default=0, metavar="K",
+                   help="when several processes share one study (same --storage and --study-name), give each its "
+                        "own number 0, 1, 2... so that their samplers propose different configurations (default: 0)")
+    t = p.add_argument_group("training")
+    t.add_argument("--model", metavar="NAME_OR_DIR",
+                   help="model to fine-tune: a saved folder or a Hugging Face id (default: the embedded all-MiniLM-L6-v2)")
+    t.add_argument("--loss", choices=["cosent", "cosine", "angle", "mnrl", "cached_mnrl"],
+                   help="loss (default: cosent for scored pairs, mnrl for anchor/positive)")
+    t.add_argument("--max-seq-length", type=_positive_int, metavar="TOKENS",
+                   help="truncate texts to this many tokens (default: the scale's, 128 at workshop)")
+    t.add_argument("--seed", type=int, default=0, help="seed for the data split, the subset, the sampler and training")
+    t.add_argument("--device", metavar="DEVICE", help="cpu, cuda, cuda:N or mps (default: the fastest available)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser: ``recipe`` and ``search`` subcommands, every option explained by ``--help``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m helpers",
+        description="Fine-tune a Sentence Transformer on your own data: validate the data, search "
+                    "hyperparameters on a subset with Optuna, train on everything, test, save.",
+        epilog="Ctrl-C stops cleanly (exit code 130) and keeps the study and the best model so far; "
+               "running the same command again resumes the study. Bad input exits with code 2 before "
+               "anything trains.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{recipe,search}")
+    rp = sub.add_parser("recipe", help="the whole recipe: check, search, train, test, save, reload",
+                        description="Check and profile the data, search on a subset, train the best configuration "
+                                    "on all the training data with early stopping, test it against the untuned "
+                                    "model, save DIR/model, reload it and encode a few sentences.")
+    _add_common(rp)
+    f = rp.add_argument_group("final training")
+    f.add_argument("--epochs", type=_positive_float, metavar="N",
+                   help="epochs of every run (default: the scale's, 1 at workshop)")
+    f.add_argument("--patience", type=_positive_int, default=3, metavar="N",
+                   help="early stopping: evaluations without improvement before the final run stops (default: 3)")
+    sp = sub.add_parser("search", help="only the search on a subset (a stored, resumable Optuna study)",
+                        description="Check the data and run (or resume) the Optuna study on a subset; writes "
+                                    "DIR/summary.json with the best parameters and keeps the best trial's model "
+                                    "in DIR/best_trial_model.")
+    _add_common(sp)
+    sp.add_argument("--epochs", type=_positive_float, metavar="N",
+                    help="epochs of every trial (default: the scale's)")
+    return parser
+
+
+def _recipe(args):
+    from .recipe import Recipe
+
+    return Recipe(train=args.train, dev=args.dev, test=args.test, output=args.output, scale=args.scale,
+                  trials=args.trials, subset=args.subset, pruner=args.pruner, study_name=args.study_name,
+                  storage=args.storage, score_range=tuple(args.score_range), loss=args.loss, model=args.model,
+                  epochs=args.epochs, patience=getattr(args, "patience", 3), max_seq_length=args.max_seq_length,
+                  seed=args.seed, device=args.device, train_size=args.train_size, progress=not args.no_progress,
+                  worker=args.worker)
+
+
+def main(argv=None) -> int:
+    """Run the command line; returns the exit code (0 done, 2 bad input, 130 interrupted)."""
+    args = build_parser().parse_args(argv)
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    from .config import setup
+    from .data import DataError
+    from .recipe import report
+    from .search import StudyMismatch
+    from .training import ConfigError
+
+    try:
+        setup(scale=args.scale, device=args.device, seed=args.seed)
+        recipe = _recipe(args)
+        print(f"checking the data and settings ({args.command}, scale {recipe.scale.name})...", file=sys.stderr)
+        recipe.prepare()
+    except KeyboardInterrupt:
+        print("stopped before anything trained.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (DataError, ConfigError, StudyMismatch, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    for w in recipe.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    summary = recipe.run(final=args.command == "recipe")
+    print(report(summary))
+    print(f"summary: {recipe.output / 'summary.json'}")
+    if summary["status"] == "interrupted":
+        print("Stopped with Ctrl-C: the study and the best model so far are kept. Run the same command again "
+              "to resume the study.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

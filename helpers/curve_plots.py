@@ -1,0 +1,193 @@
+"""Plots for validation curves, stopping rules, seeds (notebook 04) and the loss x task matrix (notebook 05)."""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+RULE_STYLES = ["--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1)), (0, (1, 1))]
+RULE_COLORS = ["tab:purple", "tab:brown", "tab:blue", "tab:orange", "tab:pink", "tab:olive", "tab:cyan"]
+
+
+def _epoch_lines(ax, result) -> None:
+    """Dotted vertical lines at the epoch boundaries of a run."""
+    per_epoch = None
+    for p in result.train_loss:
+        if p.get("epoch") and p["epoch"] >= 1:
+            per_epoch = round(p["step"] / p["epoch"])
+            break
+    if not per_epoch:
+        return
+    for k in range(per_epoch, (result.steps or 0) + 1, per_epoch):
+        ax.axvline(k, color="grey", lw=0.6, ls=":", zorder=0)
+
+
+def _smooth(values, k: int):
+    if len(values) < k or k < 2:
+        return np.asarray(values, dtype=float)
+    return np.convolve(values, np.ones(k) / k, mode="valid")
+
+
+def plot_validation(result, title: str | None = None, ax=None, test: bool = True):
+    """Training loss, validation loss (left axis) and validation metric (right axis) of one run, on one plot.
+
+    The test curve (``result.test_curve``) is drawn too when present; the best
+    validation evaluation is ringed; dotted lines mark the epochs.
+    """
+    if ax is None:
+        _, ax = plt.subplots(figsize=(10, 4))
+    steps = [p["step"] for p in result.train_loss]
+    losses = [p["loss"] for p in result.train_loss]
+    ax.plot(steps, losses, color="tab:blue", alpha=0.25, lw=1)
+    k = max(2, len(losses) // 15)
+    sm = _smooth(losses, k)
+    ax.plot(steps[len(steps) - len(sm):], sm, color="tab:blue", label="training loss (smoothed)")
+    ev = [e for e in result.evals if e.get("loss") is not None]
+    ax.plot([e["step"] for e in ev], [e["loss"] for e in ev], color="tab:orange", marker="o", ms=3,
+            label="validation loss")
+    ax.set(xlabel="optimizer step", ylabel="loss")
+    _epoch_lines(ax, result)
+    ax2 = ax.twinx()
+    ev = [e for e in result.evals if e.get("metric") is not None]
+    ax2.plot([e["step"] for e in ev], [e["metric"] for e in ev], color="tab:green", marker="s", ms=3,
+             label=f"validation {result.metric}")
+    best = max(ev, key=lambda e: e["metric"])
+    ax2.scatter([best["step"]], [best["metric"]], s=120, facecolors="none", edgecolors="black", zorder=5,
+                label=f"best validation (step {best['step']})")
+    tc = getattr(result, "test_curve", None)
+    if test and tc:
+        st = sorted(tc)
+        ax2.plot(st, [tc[s] for s in st], color="tab:red", ls="--", lw=1, label=f"test {result.metric}")
+    ax2.set_ylabel(result.metric)
+    h1, l1 = ax.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="best")
+    ax.set_title(title or "training and validation curves")
+    return ax, ax2
+
+
+def plot_replays(evals, replays, metric: str = "Spearman", ax=None, title: str | None = None, test=None):
+    """The validation metric with a vertical line where each rule stops and a marker on the checkpoint it keeps."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(10, 3.8))
+    ev = [e for e in evals if e.get("metric") is not None]
+    ax.plot([e["step"] for e in ev], [e["metric"] for e in ev], color="tab:green", marker="o", ms=3,
+            label=f"validation {metric}")
+    if test:
+        st = sorted(test)
+        ax.plot(st, [test[s] for s in st], color="tab:red", ls="--", lw=1, alpha=0.7, label=f"test {metric}")
+    dev = {e["step"]: e["metric"] for e in ev}
+    for i, rp in enumerate(replays):
+        c = RULE_COLORS[i % len(RULE_COLORS)]
+        label = f"{rp.rule}" + ("" if rp.signal == "metric" else f" on {rp.signal}")
+        label += f": stops at {rp.stop_step}" if rp.fired else ": never fires"
+        ax.axvline(rp.stop_step, color=c, ls=RULE_STYLES[i % len(RULE_STYLES)], lw=1.5, label=label)
+        if rp.kept_step in dev:
+            ax.scatter([rp.kept_step], [dev[rp.kept_step]], color=c, s=60, zorder=5, marker="D")
+    ax.set(xlabel="optimizer step", ylabel=metric, title=title or "where each rule stops (diamonds: kept checkpoint)")
+    ax.legend(fontsize=7, loc="best")
+    return ax
+
+
+def plot_loss_vs_metric(result, replays=(), ax=None):
+    """Validation loss and metric side by side, each with its best evaluation and the rules replayed on it."""
+    if ax is None:
+        _, ax = plt.subplots(1, 2, figsize=(12, 3.6))
+    for a, signal, color in ((ax[0], "loss", "tab:orange"), (ax[1], "metric", "tab:green")):
+        ev = [e for e in result.evals if e.get(signal) is not None]
+        a.plot([e["step"] for e in ev], [e[signal] for e in ev], marker="o", ms=3, color=color)
+        best = (min if signal == "loss" else max)(ev, key=lambda e: e[signal])
+        a.scatter([best["step"]], [best[signal]], s=120, facecolors="none", edgecolors="black", zorder=5,
+                  label=f"best at step {best['step']}")
+        for i, rp in enumerate(r for r in replays if r.signal == signal):
+            a.axvline(rp.stop_step, color="black", ls=RULE_STYLES[i % len(RULE_STYLES)], lw=1,
+                      label=f"{rp.rule} stops at {rp.stop_step}" if rp.fired else f"{rp.rule} never fires")
+        name = "validation loss" if signal == "loss" else f"validation {result.metric}"
+        a.set(title=name, xlabel="optimizer step")
+        a.legend(fontsize=8)
+    plt.tight_layout()
+    return ax
+
+
+def plot_rule_tradeoff(rows_by_rule: dict[str, list[dict]], ax=None, title: str | None = None):
+    """Each rule as a point: compute used (x) against the test score it kept (y), mean and min-max over seeds."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7.5, 4.2))
+    placed: dict[tuple, int] = {}
+    for name, rows in rows_by_rule.items():
+        x = np.array([r["compute"] for r in rows], dtype=float)
+        y = np.array([r["test"] for r in rows], dtype=float)
+        ax.errorbar(x.mean(), y.mean(), xerr=[[x.mean() - x.min()], [x.max() - x.mean()]],
+                    yerr=[[y.mean() - y.min()], [y.max() - y.mean()]], fmt="o", capsize=3)
+        spot = (round(float(x.mean()), 2), round(float(y.mean()), 3))  # stack labels of points that coincide
+        k = placed[spot] = placed.get(spot, -1) + 1
+        ax.annotate(name.replace(" on metric", ""), (x.mean(), y.mean()), textcoords="offset points",
+                    xytext=(6, 4 - 10 * k), fontsize=8)
+    ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}"))
+    ax.set(xlabel="share of the full run's steps trained", ylabel="test score of the kept checkpoint",
+           title=title or "stopping rules: compute against the score kept (mean, min-max over seeds)")
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def plot_seed_curves(results, cut_step: int | None = None, ax=None, title: str | None = None):
+    """Each seed's validation curve; a vertical line where unpromising seeds would be stopped."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(9, 3.8))
+    for r in results:
+        ev = [e for e in r.evals if e.get("metric") is not None]
+        ax.plot([e["step"] for e in ev], [e["metric"] for e in ev], marker="o", ms=2.5,
+                label=f"seed {r.config.get('seed')}: test at the end {r.test_metric:.4f}")
+    if cut_step is not None:
+        ax.axvline(cut_step, color="black", ls="--", lw=1, label=f"decide here (step {cut_step})")
+    metric = results[0].metric if results else "metric"
+    ax.set(xlabel="optimizer step", ylabel=f"validation {metric}", title=title or "the same run, different seeds")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_cross_matrix(delta, ax=None, title: str = "change from the untuned model, per training arm and task",
+                      own: dict[str, str] | None = None, labels: dict[str, str] | None = None):
+    """Heat map of score changes (rows: what was trained, columns: the task scored); own-task cells are boxed.
+
+    ``labels`` renames the columns on the plot (e.g. ``helpers.crosseval.TASK_LABELS``).
+    """
+    if ax is None:
+        _, ax = plt.subplots(figsize=(2.4 + 2.8 * delta.shape[1], 0.9 + 0.55 * delta.shape[0]))
+    vals = delta.values.astype(float)
+    lim = max(float(np.nanmax(np.abs(vals))), 1e-3)
+    im = ax.imshow(vals, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
+    ax.set_xticks(range(delta.shape[1]), [(labels or {}).get(c, str(c)) for c in delta.columns])
+    ax.set_yticks(range(delta.shape[0]), [str(i) for i in delta.index])
+    for i in range(vals.shape[0]):
+        for j in range(vals.shape[1]):
+            ax.text(j, i, f"{vals[i, j]:+.4f}", ha="center", va="center", fontsize=9,
+                    color="white" if abs(vals[i, j]) > lim * 0.6 else "black")
+            if own and own.get(delta.index[i]) == delta.columns[j]:
+                ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=2.2, ec="black"))
+    plt.colorbar(im, ax=ax, label="score - untuned score")
+    ax.set_title(title)
+    return ax
+
+
+def plot_inbatch(view, row: int = 0, ax=None, max_chars: int = 38):
+    """For one anchor of the batch: the softmax over its in-batch candidates at each scale (bars per scale)."""
+    scales = list(view["scales"])
+    cands = list(view["texts"]["positive"]) + list(view["texts"].get("negative", []))
+    n = view["n"]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(11, 0.9 + 0.32 * len(cands)))
+    y = np.arange(len(cands))
+    h = 0.8 / len(scales)
+    for k, s in enumerate(scales):
+        ax.barh(y + k * h, view["scales"][s]["probs"][row], h, label=f"scale {s:g} (temperature {1 / s:g})")
+    labels = []
+    for j, t in enumerate(cands):
+        kind = "POSITIVE" if j == row else ("hard neg. (own)" if j == n + row else ("hard neg." if j >= n else "in-batch"))
+        t = t if len(t) <= max_chars else t[: max_chars - 1] + "…"
+        labels.append(f"{kind}: {t}  cos {view['sims'][row, j]:.2f}")
+    ax.set_yticks(y + h * (len(scales) - 1) / 2, labels, fontsize=7)
+    ax.invert_yaxis()
+    anchor = view["texts"]["anchor"][row]
+    ax.set(xlabel="softmax probability", title=f"anchor: {anchor[:80]}")
+    ax.legend(fontsize=7, loc="lower right")
+    return ax

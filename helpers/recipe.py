@@ -1,0 +1,497 @@
+"""The whole recipe on the learner's own data (notebook 07 and ``python -m helpers recipe``).
+
+1. validate and profile the data (every file loaded and checked before anything trains);
+2. score the untuned model;
+3. search on a subset (:mod:`helpers.search`, a stored Optuna study that resumes);
+4. train on everything with the best trial's schedule, freezing and rates, with early stopping;
+5. test against the untuned model, save the model folder, reload it and encode a few sentences.
+
+:class:`Recipe` runs these steps one by one (the notebook shows each) or all
+at once (:meth:`Recipe.run`, the command line). The output folder holds the
+model (``model/``), the study (``study.db``), the best trial's model while the
+search runs (``best_trial_model/``) and ``summary.json``. Ctrl-C stops
+cleanly: the study and the best model so far stay, and the same call resumes
+the study.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from . import data as D
+from . import search as S
+from .config import get_scale, pick_device
+from .evaluation import ir_evaluator, score, sts_evaluator
+from .losses import default_loss
+from .tasks import Task, load_task
+from .training import ConfigError, TrainConfig, train, validate
+
+SUMMARY_FORMAT = "workshop-recipe-summary"
+MARKERS = ("summary.json", "study.db")  # files that make a folder a recipe output folder
+DEFAULT_SENTENCES = ("A man is playing a guitar.", "Someone plays an instrument.", "The stock market fell sharply today.")
+
+
+# --------------------------------------------------------------------------- data
+
+
+def _ir(part) -> dict:
+    """A retrieval evaluation from (anchor, positive[, negative]) rows: each anchor's positive is relevant."""
+    corpus_ids: dict[str, str] = {}
+    for c in ["positive"] + (["negative"] if "negative" in part.column_names else []):
+        for t in part[c]:
+            corpus_ids.setdefault(t, f"c{len(corpus_ids)}")
+    queries = {f"q{i}": a for i, a in enumerate(part["anchor"])}
+    relevant = {f"q{i}": {corpus_ids[p]} for i, p in enumerate(part["positive"])}
+    return {"queries": queries, "corpus": {v: k for k, v in corpus_ids.items()}, "relevant": relevant}
+
+
+def _check_scores_vary(ds, path, split: str) -> None:
+    if "score" in ds.column_names and len(set(ds["score"])) < 2:
+        raise D.DataError(path, None, f"every score in the {split} split is the same ({ds['score'][0]:g}); "
+                                      "a Spearman correlation needs scores that vary")
+
+
+def load_data(train: str | os.PathLike = "stsb", dev=None, test=None, score_range=(0.0, 1.0), seed: int = 0,
+              scale: str | None = None, train_size: int | None = None) -> Task:
+    """The recipe's data: STS-B at the scale's sizes (``"stsb"``), or the learner's files.
+
+    ``train`` is a CSV/TSV/JSONL file; ``dev`` and ``test`` are optional files
+    with the same columns. A missing one is split off the training file
+    (seeded, 10% each). Every file is read and checked first; any problem
+    raises :class:`helpers.DataError` naming the file and line.
+    """
+    if str(train) == "stsb":
+        if dev is not None or test is not None:
+            raise ValueError("Separate dev and test files need a training file (train=PATH), not the built-in 'stsb'.")
+        s = get_scale(scale)
+        return load_task("stsb", train_size or s.train_size, s.dev_size, s.test_size, seed=seed)
+    paths = {"train": Path(train), "dev": dev and Path(dev), "test": test and Path(test)}
+    parts = {k: D.load_pairs_file(p, score_range=score_range) for k, p in paths.items() if p}
+    cols = set(parts["train"].column_names)
+    for split in ("dev", "test"):
+        if split in parts and set(parts[split].column_names) != cols:
+            raise D.DataError(paths[split], 1, f"columns {sorted(parts[split].column_names)} differ from the training "
+                                               f"file's {sorted(cols)}; use the same columns in every file")
+    ds = parts["train"].shuffle(seed=seed)
+    missing = [s for s in ("dev", "test") if s not in parts]
+    if missing:
+        n_eval = max(1, len(ds) // 10)
+        if len(ds) - n_eval * len(missing) < 8:
+            raise D.DataError(paths["train"], None,
+                              f"only {len(ds)} rows: too few to split off {' and '.join(missing)} and keep 8 for "
+                              "training; give at least 10 rows per split needed, or pass --dev and --test files")
+        for i, split in enumerate(missing):
+            parts[split] = ds.select(range(i * n_eval, (i + 1) * n_eval))
+        ds = ds.select(range(len(missing) * n_eval, len(ds)))
+    if len(ds) < 8:
+        raise D.DataError(paths["train"], None, f"only {len(ds)} training rows; the recipe needs at least 8")
+    if train_size is not None:
+        ds = D.subset(ds, train_size, seed, strict=True)
+    for split in ("dev", "test"):
+        _check_scores_vary(parts[split], paths[split] or paths["train"], split)
+    name = str(paths["train"].expanduser().resolve())
+    if "score" in cols:
+        return Task(name, ds, parts["dev"], sts_evaluator(parts["dev"], "file-dev"),
+                    sts_evaluator(parts["test"], "file-test"), "Spearman")
+    return Task(name, ds, parts["dev"], ir_evaluator(_ir(parts["dev"]), "file-dev"),
+                ir_evaluator(_ir(parts["test"]), "file-test"), "nDCG@10")
+
+
+def _texts(ds) -> list[str]:
+    return [t for c in ds.column_names if c != "score" for t in ds[c]]
+
+
+def profile(task: Task, tokenizer=None, max_seq_length: int = 128):
+    """One row per split: rows, columns, scores, tokens per text, share truncated, duplicates, overlap with train."""
+    import numpy as np
+    import pandas as pd
+
+    train_rows = {tuple(r[c] for c in task.train.column_names if c != "score") for r in task.train}
+    rows = []
+    for split, ds in (("train", task.train), ("dev", task.dev), ("test", _test_rows(task))):
+        if ds is None:
+            continue
+        texts = _texts(ds)
+        lengths = np.array([len(ids) for ids in tokenizer(texts)["input_ids"]] if tokenizer is not None
+                           else [len(t.split()) for t in texts])
+        keys = [tuple(r[c] for c in ds.column_names if c != "score") for r in ds]
+        row = {"split": split, "rows": len(ds), "columns": ", ".join(ds.column_names)}
+        if "score" in ds.column_names:
+            sc = np.array(ds["score"], dtype=float)
+            row.update({"score min": sc.min(), "score mean": sc.mean(), "score max": sc.max()})
+        row.update({"tokens mean" if tokenizer is not None else "words mean": lengths.mean(),
+                    "tokens max" if tokenizer is not None else "words max": int(lengths.max()),
+                    f"truncated at {max_seq_length}": float((lengths > max_seq_length).mean()) if tokenizer is not None
+                    else float("nan"),
+                    "duplicate rows": len(keys) - len(set(keys)),
+                    "rows also in train": 0 if split == "train" else sum(k in train_rows for k in keys)})
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("split")
+
+
+def _test_rows(task: Task):
+    """The test split as a Dataset when the task kept it (files and STS-B), else None."""
+    ev = task.test_evaluator
+    if hasattr(ev, "sentences1"):
+        from datasets import Dataset
+
+        return Dataset.from_dict({"sentence1": list(ev.sentences1), "sentence2": list(ev.sentences2),
+                                  "score": [float(s) for s in ev.scores]})
+    return None
+
+
+def profile_warnings(table, max_seq_length: int) -> list[str]:
+    """Plain-language warnings from a :func:`profile` table (truncation, duplicates, leakage, few rows)."""
+    notes = []
+    col = f"truncated at {max_seq_length}"
+    for split, row in table.iterrows():
+        if col in row and row[col] == row[col] and row[col] > 0.05:
+            notes.append(f"{split}: {row[col]:.0%} of the texts are longer than {max_seq_length} tokens and get "
+                         "truncated; raise max_seq_length if the end of a text matters.")
+        if row["duplicate rows"]:
+            notes.append(f"{split}: {row['duplicate rows']} duplicate rows.")
+        if split != "train" and row["rows also in train"]:
+            notes.append(f"{split}: {row['rows also in train']} rows also appear in the training data; "
+                         "their scores overstate how well the model generalises.")
+    if table.loc["train", "rows"] < 100:
+        notes.append(f"train: only {table.loc['train', 'rows']} rows; expect noisy results and keep the rate low.")
+    return notes
+
+
+def plot_profile(task: Task, tokenizer, max_seq_length: int = 128):
+    """Histograms of the training scores (pairs) and of tokens per text, the truncation limit marked."""
+    import matplotlib.pyplot as plt
+
+    has_score = "score" in task.train.column_names
+    fig, axes = plt.subplots(1, 2 if has_score else 1, figsize=(11 if has_score else 6, 3.2), squeeze=False)
+    axes = axes[0]
+    lengths = [len(ids) for ids in tokenizer(_texts(task.train))["input_ids"]]
+    axes[-1].hist(lengths, bins=40, color="#3b75af")
+    axes[-1].axvline(max_seq_length, color="black", ls="--", label=f"max_seq_length {max_seq_length}")
+    axes[-1].set(title="tokens per training text", xlabel="tokens")
+    axes[-1].legend(fontsize=8)
+    if has_score:
+        axes[0].hist(task.train["score"], bins=20, color="#999999")
+        axes[0].set(title="training scores (rescaled to 0-1)", xlabel="score")
+    fig.tight_layout()
+    return axes
+
+
+def plot_scores(scores: dict[str, float], metric: str, ax=None):
+    """One bar per model (untuned, common default, tuned recipe...), the score written on each (notebook 07)."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(1.8 + 1.6 * len(scores), 3.2))
+    colors = ["#999999", "#d9a441", "#3b75af", "#5aa469"]
+    bars = ax.bar(list(scores), list(scores.values()), color=colors[: len(scores)])
+    for b, v in zip(bars, scores.values()):
+        ax.text(b.get_x() + b.get_width() / 2, v, f"{v:.4f}", ha="center", va="bottom")
+    lo, hi = min(scores.values()), max(scores.values())
+    ax.set_ylim(max(0, lo - 0.1), min(1, hi + 0.05))
+    ax.set(title=f"test {metric}")
+    return ax
+
+
+# --------------------------------------------------------------------------- output folder and summary
+
+
+def check_output_dir(path: str | os.PathLike) -> Path:
+    """An output folder that is new, empty, or an earlier recipe's (never a folder holding other files)."""
+    out = Path(path).expanduser()
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"Output {str(out)!r} is a file; give a folder (it is created if missing).")
+    if out.is_dir() and any(out.iterdir()) and not any((out / m).exists() for m in MARKERS):
+        raise ValueError(f"Output folder {str(out)!r} holds other files and no earlier recipe output "
+                         f"({' or '.join(MARKERS)}); give a new or empty folder so nothing of yours is overwritten.")
+    parent = out.parent if not out.exists() else out
+    while not parent.exists():
+        parent = parent.parent
+    if not os.access(parent, os.W_OK):
+        raise ValueError(f"Cannot write to {str(parent)!r}; choose an output folder you can write to.")
+    return out
+
+
+def write_json(path: Path, payload: dict) -> Path:
+    """Write ``payload`` as JSON atomically (temporary file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(payload, fh, indent=1, default=_json_default)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _json_default(obj):
+    if hasattr(obj, "item") and callable(obj.item):
+        return obj.item()
+    if isinstance(obj, (Path, os.PathLike)):
+        return os.fspath(obj)
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    return str(obj)
+
+
+def _clean(value):
+    """NaN becomes None so the summary is strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+# --------------------------------------------------------------------------- the recipe
+
+
+class Recipe:
+    """The whole recipe, step by step (notebook 07) or in one call (:meth:`run`, the command line).
+
+    Nothing trains before :meth:`prepare` has loaded and checked every input:
+    data files, settings, output folder, device, model and the stored study.
+    """
+
+    def __init__(self, train="stsb", dev=None, test=None, output="runs/recipe", scale: str | None = None,
+                 trials: int | None = None, subset: float = S.SUBSET_FRACTION, pruner: str = "halving",
+                 study_name: str = "recipe", storage: str | None = None, score_range=(0.0, 1.0),
+                 loss: str | None = None, model: str | None = None, epochs: float | None = None, patience: int = 3,
+                 max_seq_length: int | None = None, seed: int = 0, device: str | None = None,
+                 train_size: int | None = None, fresh: bool = False, progress: bool = True, worker: int = 0):
+        self.args = dict(train=str(train), dev=dev and str(dev), test=test and str(test), score_range=tuple(score_range),
+                         train_size=train_size)
+        self.scale = get_scale(scale)
+        self.output = Path(output).expanduser()
+        self.trials = self.scale.search_trials if trials is None else trials
+        self.subset_fraction, self.pruner, self.study_name = subset, pruner, study_name
+        self.storage = storage
+        self.loss, self.model_name, self.epochs, self.patience = loss, model, epochs, patience
+        self.max_seq_length = max_seq_length or self.scale.max_seq_length
+        self.seed, self.device, self.fresh, self.progress = seed, device, fresh, progress
+        self.worker = worker
+        self.summary: dict = {"format": SUMMARY_FORMAT, "version": 1, "status": "not started", "stage": None,
+                              "timings": {}}
+        self.task = self.search_task = self.study = self.base = self.final_result = None
+
+    # ----------------------------------------------------------------- helpers
+    def _time(self, name: str, start: float) -> None:
+        self.summary["timings"][f"{name}_s"] = round(time.perf_counter() - start, 2)
+
+    def save_summary(self) -> Path:
+        """Write ``summary.json`` in the output folder (atomically)."""
+        self.output.mkdir(parents=True, exist_ok=True)
+        return write_json(self.output / "summary.json", _clean(self.summary))
+
+    # ----------------------------------------------------------------- steps
+    def prepare(self) -> "Recipe":
+        """Load and check everything (data, settings, output folder, device, model, study); raises on bad input."""
+        start = time.perf_counter()
+        if not isinstance(self.trials, int) or isinstance(self.trials, bool) or self.trials < 1:
+            raise ConfigError("trials", self.trials, "a whole number of at least 1", "12-16 trials are usual on a laptop.")
+        if not isinstance(self.subset_fraction, (int, float)) or not 0 < self.subset_fraction <= 1:
+            raise ConfigError("subset", self.subset_fraction, "a fraction in (0, 1]", "About 0.1 (10%) is usual.")
+        if self.pruner not in S.PRUNERS:
+            raise ConfigError("pruner", self.pruner, f"one of {', '.join(S.PRUNERS)}", "'halving' is the default.")
+        if not isinstance(self.patience, int) or self.patience < 1:
+            raise ConfigError("patience", self.patience, "a whole number of at least 1", "The syllabus uses 3.")
+        lo, hi = self.args["score_range"]
+        if not lo < hi:
+            raise ValueError(f"score range must be LOW HIGH with LOW < HIGH, got {lo:g} {hi:g}.")
+        check_output_dir(self.output)
+        self.device = pick_device(self.device)
+        self.task = load_data(self.args["train"], self.args["dev"], self.args["test"], self.args["score_range"],
+                              self.seed, self.scale.name, self.args["train_size"])
+        from .models import load_model, n_layers
+
+        self.model = load_model(self.model_name, device=self.device, max_seq_length=self.max_seq_length)
+        layers = n_layers(self.model)
+        self.space = dict(S.SPACE)
+        top = min(S.SPACE["freeze_layers"][2], layers - 1)
+        if top < 1:
+            self.space.pop("freeze_layers")
+        else:
+            self.space["freeze_layers"] = ("int", 0, top)
+        self.base = TrainConfig(task=self.task.name, model=self.model_name, loss=self.loss, epochs=self.epochs,
+                                max_seq_length=self.max_seq_length, seed=self.seed, device=self.device,
+                                scale=self.scale.name, score_range=self.args["score_range"])
+        # the search's extreme settings and the final run's must be valid before anything trains
+        for cfg in (S.search_base(self.base), self.final_base()):
+            validate(cfg.resolved(), layers=layers, columns=self.task.columns)
+        self.search_task = S.subset_task(self.task, self.subset_fraction, self.seed)
+        self.storage = self.storage or str(self.output / "study.db")
+        if self.fresh:
+            S.delete_study(self.study_name, self.storage)
+        settings = S.settings_record(S.search_base(self.base).resolved(), self.space, self.search_task,
+                                      self.subset_fraction)
+        self.study = S.create_study(self.study_name, self.storage, pruner=self.pruner, seed=self.seed,
+                                    settings=settings, max_evals=self._max_evals(), worker=self.worker)
+        self.profile = profile(self.task, self.model.tokenizer, self.max_seq_length)
+        self.warnings = profile_warnings(self.profile, self.max_seq_length)
+        self.summary.update({
+            "status": "prepared", "scale": self.scale.name, "device": self.device,
+            "data": {"train": self.args["train"], "dev": self.args["dev"], "test": self.args["test"],
+                     "task": self.task.name, "metric": self.task.metric, "columns": self.task.columns,
+                     "rows": {"train": len(self.task.train), "dev": len(self.task.dev),
+                              "search subset": len(self.search_task.train)},
+                     "warnings": self.warnings},
+            "search": {"study": self.study_name, "storage": S.storage_url(self.storage), "trials": self.trials,
+                       "pruner": self.pruner, "subset_fraction": self.subset_fraction},
+            "model": None})
+        self._time("prepare", start)
+        return self
+
+    def _max_evals(self) -> int:
+        epochs = self.epochs or self.scale.epochs
+        return max(1, math.ceil(epochs * S.SEARCH_EVALS_PER_EPOCH))
+
+    def final_base(self) -> TrainConfig:
+        """The final run's settings before the search fills in its parameters (early stopping, output folder)."""
+        return self.base.replace(early_stopping_patience=self.patience, evals_per_epoch=self.scale.evals_per_epoch,
+                                 output_dir=str(self.output / "model"), final_test=True)
+
+    def untuned(self) -> dict:
+        """The untuned model's validation and test scores (the baseline every step is measured against)."""
+        start = time.perf_counter()
+        scores = {"dev": score(self.model, self.task.dev_evaluator), "test": score(self.model, self.task.test_evaluator)}
+        self.summary["untuned"] = scores
+        self._time("untuned", start)
+        return scores
+
+    def search(self):
+        """Run the study on the subset until it holds ``trials`` finished trials (resumes a stored one)."""
+        start = time.perf_counter()
+        self.summary["stage"] = "search"
+        objective = S.Objective(self.base, self.search_task, self.space, save_best_to=self.output / "best_trial_model")
+        try:
+            report = S.run_search(self.study, objective, self.trials, progress=self.progress)
+        finally:
+            self._record_search(S.run_search.last_report)
+            self._time("search", start)
+        return report
+
+    def _record_search(self, report) -> None:
+        info = self.summary["search"]
+        if report is not None:
+            info.update({"finished": report.finished, "complete": report.complete, "pruned": report.pruned,
+                         "new_trials": report.new_trials})
+        with contextlib.suppress(ValueError):
+            best = self.study.best_trial
+            info.update({"best_trial": best.number, "best_subset_score": best.value, "best_params": best.params})
+            if (self.output / "best_trial_model").exists():
+                self.summary["model"] = str(self.output / "best_trial_model")
+
+    def final(self):
+        """Train the best configuration on all the training data, with early stopping; saves ``model/``."""
+        start = time.perf_counter()
+        self.summary["stage"] = "final"
+        cfg = S.best_config(self.study, self.final_base(), self.space)
+        try:
+            r = train(cfg, data=self.task, progress=self.progress)
+        finally:
+            self._time("final", start)
+        self.final_result = r
+        self.summary["final"] = {"config": {k: cfg.__dict__[k] for k in self.space} | {
+            "epochs": r.config["epochs"], "early_stopping_patience": self.patience,
+            "loss": r.config["loss"] or default_loss(self.task.columns)},
+            "dev": r.dev_metric, "test": r.test_metric, "steps": r.steps, "stop_reason": r.stop_reason,
+            "best_step": r.best_step, "train_examples": r.train_examples, "wall_s": r.wall_time}
+        if (self.output / "model").exists():
+            self.summary["model"] = str(self.output / "model")
+            shutil.rmtree(self.output / "best_trial_model", ignore_errors=True)
+        return r
+
+    def check_reload(self, sentences=DEFAULT_SENTENCES) -> dict:
+        """Reload the saved folder, score it on test again and encode ``sentences``."""
+        from .models import load_model
+
+        start = time.perf_counter()
+        model = load_model(self.output / "model", device=self.device, max_seq_length=self.max_seq_length)
+        emb = model.encode(list(sentences), convert_to_tensor=True, normalize_embeddings=True)
+        sims = (emb @ emb.T).cpu().tolist()
+        test = score(model, self.task.test_evaluator)
+        check = {"test_after_reload": test, "same_test_score": abs(test - self.final_result.test_metric) < 1e-4,
+                 "embedding_dim": int(emb.shape[1]), "sentences": list(sentences),
+                 "cosine": [[round(v, 4) for v in row] for row in sims]}
+        self.summary["reload"] = check
+        self._time("reload", start)
+        return check
+
+    def finish(self) -> Path:
+        """Mark the recipe done (after the steps ran one by one, as in notebook 07) and write the summary."""
+        self.summary.update(status="finished", stage="done")
+        self.summary["timings"]["total_s"] = round(sum(v for k, v in self.summary["timings"].items()
+                                                       if k != "total_s"), 2)
+        return self.save_summary()
+
+    def run(self, final: bool = True) -> dict:
+        """Every step after :meth:`prepare` (call that first); returns the summary, also on Ctrl-C."""
+        start = time.perf_counter()
+        try:
+            self.untuned()
+            self.search()
+            if final:
+                r = self.final()
+                if r.stop_reason == "interrupted":
+                    raise KeyboardInterrupt
+                self.check_reload()
+            self.summary.update(status="finished", stage="done")
+        except KeyboardInterrupt:
+            self.summary["status"] = "interrupted"
+            self._record_search(None)
+        except Exception as exc:
+            self.summary.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            self.summary["timings"]["total_s"] = round(time.perf_counter() - start + self.summary["timings"].get(
+                "prepare_s", 0.0), 2)
+            self.save_summary()
+        return self.summary
+
+
+def report(summary: dict) -> str:
+    """A short plain-text report of a recipe summary (what the command line prints)."""
+    lines = [f"status: {summary.get('status')} (stage: {summary.get('stage')})"]
+    data = summary.get("data", {})
+    if data:
+        rows = data.get("rows", {})
+        lines.append(f"data: {data.get('task')} ({data.get('metric')}); train {rows.get('train')} rows, dev "
+                     f"{rows.get('dev')}, search subset {rows.get('search subset')}")
+        lines += [f"  warning: {w}" for w in data.get("warnings", [])]
+    s = summary.get("search", {})
+    if s.get("finished") is not None:
+        lines.append(f"search: {s.get('finished')} of {s.get('trials')} trials finished ({s.get('complete')} completed, "
+                     f"{s.get('pruned')} pruned) in {s.get('storage')}")
+    if s.get("best_params"):
+        params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in s["best_params"].items())
+        lines.append(f"best trial #{s.get('best_trial')}: subset score {s.get('best_subset_score'):.4f}; {params}")
+    u, f = summary.get("untuned"), summary.get("final")
+    if u:
+        lines.append(f"untuned: dev {u['dev']:.4f}, test {u['test']:.4f}")
+    if f and f.get("test") is not None:
+        lines.append(f"tuned:   dev {f['dev']:.4f}, test {f['test']:.4f} ({f['steps']} steps, {f['stop_reason']})")
+    r = summary.get("reload")
+    if r:
+        lines.append(f"reloaded: test {r['test_after_reload']:.4f} (same as before saving: {r['same_test_score']}), "
+                     f"{r['embedding_dim']}-dimensional embeddings")
+    if summary.get("model"):
+        lines.append(f"model: {summary['model']}")
+    t = summary.get("timings", {})
+    if t:
+        lines.append("timings: " + ", ".join(f"{k[:-2]} {v:.0f} s" for k, v in t.items()))
+    return "\n".join(lines)
+
+
+__all__ = ["load_data", "profile", "profile_warnings", "plot_profile", "plot_scores", "check_output_dir", "Recipe",
+           "report", "write_json"]
