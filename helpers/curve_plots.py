@@ -4,6 +4,8 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
+from .plots import min_max_bars
+
 RULE_STYLES = ["--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1)), (0, (1, 1))]
 RULE_COLORS = ["tab:purple", "tab:brown", "tab:blue", "tab:orange", "tab:pink", "tab:olive", "tab:cyan"]
 
@@ -116,8 +118,7 @@ def plot_rule_tradeoff(rows_by_rule: dict[str, list[dict]], ax=None, title: str 
     for name, rows in rows_by_rule.items():
         x = np.array([r["compute"] for r in rows], dtype=float)
         y = np.array([r["test"] for r in rows], dtype=float)
-        ax.errorbar(x.mean(), y.mean(), xerr=[[x.mean() - x.min()], [x.max() - x.mean()]],
-                    yerr=[[y.mean() - y.min()], [y.max() - y.mean()]], fmt="o", capsize=3)
+        ax.errorbar(x.mean(), y.mean(), xerr=min_max_bars(x), yerr=min_max_bars(y), fmt="o", capsize=3)
         spot = (round(float(x.mean()), 2), round(float(y.mean()), 3))  # stack labels of points that coincide
         k = placed[spot] = placed.get(spot, -1) + 1
         ax.annotate(name.replace(" on metric", ""), (x.mean(), y.mean()), textcoords="offset points",

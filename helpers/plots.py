@@ -128,6 +128,13 @@ def plot_range_test(rt, advice=(2e-5, 5e-5), ax=None):
     return ax
 
 
+def min_max_bars(values) -> list[list[float]]:
+    """Error-bar lengths from the mean down to the min and up to the max (never negative, even by rounding)."""
+    v = np.asarray(values, dtype=float)
+    m = v.mean()
+    return [[max(0.0, m - v.min())], [max(0.0, v.max() - m)]]
+
+
 def plot_quality_vs_speed(results_by_arm: dict[str, list], key: str = "test", ax=None, title: str | None = None):
     """Each arm as a point: mean training steps per second (x) against mean score (y), min-max bars over seeds (notebook 02)."""
     from .freezing import train_speed
@@ -137,8 +144,7 @@ def plot_quality_vs_speed(results_by_arm: dict[str, list], key: str = "test", ax
     for name, runs in results_by_arm.items():
         xs = np.array([train_speed(r) for r in runs], dtype=float)
         ys = np.array([r.summary()[key] for r in runs], dtype=float)
-        ax.errorbar(xs.mean(), ys.mean(), xerr=[[xs.mean() - xs.min()], [xs.max() - xs.mean()]],
-                    yerr=[[ys.mean() - ys.min()], [ys.max() - ys.mean()]], fmt="o", capsize=3)
+        ax.errorbar(xs.mean(), ys.mean(), xerr=min_max_bars(xs), yerr=min_max_bars(ys), fmt="o", capsize=3)
         ax.annotate(name, (xs.mean(), ys.mean()), textcoords="offset points", xytext=(6, 4), fontsize=8)
     metric = next(iter(results_by_arm.values()))[0].metric
     ax.set(xlabel="training steps per second, evaluations excluded (higher is faster)", ylabel=f"{key} {metric}",

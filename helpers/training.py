@@ -460,6 +460,9 @@ class Recorder(TrainerCallback):
         self.result, self.metric_key, self.stop = result, f"eval_{metric_key}", stop
         self.on_update = on_update
         self.explode_factor = explode_factor
+        # An easy in-batch loss can start near 0 (1e-5 at batch 2) and reach 0.9 on an ordinary batch; below
+        # this floor a rise is not called an explosion (the validation-metric collapse check still applies).
+        self.loss_floor = 0.5
         self.collapse_drop = collapse_drop  # a validation metric this far below its start means collapse
         self._first_losses: list[float] = []
 
@@ -515,7 +518,7 @@ class Recorder(TrainerCallback):
         reason = None
         if not math.isfinite(loss):
             reason = "the training loss became NaN or infinite"
-        elif len(self._first_losses) >= 3 and loss > self.explode_factor * max(max(self._first_losses), 1e-3):
+        elif len(self._first_losses) >= 3 and loss > self.explode_factor * max(max(self._first_losses), self.loss_floor):
             reason = f"the training loss exploded to {loss:.3g} (start {self._first_losses[0]:.3g})"
         if reason:
             self._diverged(reason, control)

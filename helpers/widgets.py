@@ -124,6 +124,13 @@ class ScheduleExplorer:
         def go(_):
             dashboard.start(self.config(dashboard.config))
 
+        if getattr(dashboard, "data", None) is not None:
+            # The dashboard trains on its prepared data: count the steps for exactly that many pairs.
+            n = len(dashboard.data.train)
+            self.data_size.min = min(self.data_size.min, n)
+            self.data_size.value = n
+            self.data_size.disabled = True
+            self.data_size.description_tooltip = "fixed by the dashboard's prepared data"
         self.train_button.on_click(go)
         css_hooks("explorer", train=self.train_button)
         self.widget.children = (*self.widget.children, self.train_button)

@@ -517,3 +517,19 @@ def test_load_json_rejects_other_files(tmp_path):
     p.write_text("not json")
     with pytest.raises(ValueError, match="not a saved training result"):
         TrainResult.load_json(p)
+
+
+def test_an_easy_inbatch_loss_rising_from_near_zero_is_not_called_divergence():
+    """MNRL on small batches can start at 1e-5 and reach 0.9 on an ordinary batch (notebook 03's code search)."""
+    from types import SimpleNamespace
+
+    from helpers.training import Recorder, TrainResult
+
+    result = TrainResult(config={"warmup_fraction": 0.1}, metric="nDCG@10", learning_rate=5e-5)
+    rec = Recorder(result, "ndcg")
+    control = SimpleNamespace(should_training_stop=False)
+    for step, loss in enumerate([1.6e-5, 2e-5, 1e-4, 0.3, 0.94], start=1):
+        rec.on_log(None, SimpleNamespace(global_step=step, epoch=step / 10), control, logs={"loss": loss})
+    assert not control.should_training_stop and result.stop_reason == "finished"
+    rec.on_log(None, SimpleNamespace(global_step=6, epoch=0.6), control, logs={"loss": 4.0})
+    assert control.should_training_stop and result.stop_reason.startswith("diverged: the training loss exploded")

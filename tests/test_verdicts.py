@@ -46,3 +46,13 @@ def test_lower_is_better_metrics():
 def test_results_table():
     t = results_table({"a": runs(0.8, 0.82), "b": runs(0.7, 0.72)})
     assert list(t.index) == ["a", "b"] and t.loc["a", "seeds"] == 2 and t.loc["b", "test"] == "0.7100 ± 0.0141"
+
+
+def test_min_max_bars_never_negative_for_equal_seeds():
+    """Three seeds with the same score: the mean can differ from each by one ulp (a real crash in notebook 04)."""
+    from helpers.plots import min_max_bars
+
+    for v in ([0.1, 0.1, 0.1], [0.7, 0.7, 0.7], [1 / 3] * 7, [0.8203, 0.8555]):
+        lo, hi = min_max_bars(v)
+        assert lo[0] >= 0 and hi[0] >= 0
+    assert min_max_bars([1.0, 2.0, 3.0]) == [[1.0], [1.0]]

@@ -32,10 +32,13 @@ def test_moving_controls_updates_curve_and_numbers():
 
 
 def test_explorer_button_starts_the_dashboard(sts_small):
-    ex = ScheduleExplorer(data_size=32, batch_size=8)
+    ex = ScheduleExplorer(data_size=1000, batch_size=8)
     dash = TrainingDashboard(TrainConfig(max_seq_length=32, evals_per_epoch=1), data=sts_small)
     button = ex.connect(dash)
     assert button in ex.widget.children
+    # the explorer now counts the steps for the pairs the dashboard will really train on
+    assert ex.data_size.value == len(sts_small.train) and ex.data_size.disabled
+    assert f"<b>{-(-len(sts_small.train) // 8)}</b> optimizer steps" in ex.info.value
     ex.epochs.value = 1
     button.click()
     result = dash.wait()
