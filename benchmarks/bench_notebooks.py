@@ -53,14 +53,19 @@ def main(argv=None) -> dict:
                           "goal_min": NB_GOAL_S / 60, "status": status(rc == 0 and wall <= NB_GOAL_S),
                           "load_1min": round(os.getloadavg()[0], 2)}
         print(f"{nb.name}: {wall / 60:.1f} min (exit {rc})", flush=True)
-    rows = [times[k] for k in sorted(times)]
-    goals = [{"goal": f"{r['notebook']} within 5 min at {a.scale} scale", "measured": f"{r['wall_min']:.1f} min",
-              "status": r["status"]} for r in rows]
+        _save(times, old.get("figures", {}).get("smoke_suite_min"), a.scale)  # after each: a later stop loses nothing
     suite = old.get("figures", {}).get("smoke_suite_min")
     if a.smoke_suite:
         start = time.perf_counter()
         rc = subprocess.call(["make", "test-py", "test-nb"], cwd=ROOT)
         suite = (time.perf_counter() - start) / 60 if rc == 0 else None
+    return _save(times, suite, a.scale)
+
+
+def _save(times: dict, suite: float | None, scale: str) -> dict:
+    rows = [times[k] for k in sorted(times)]
+    goals = [{"goal": f"{r['notebook']} within 5 min at {scale} scale", "measured": f"{r['wall_min']:.1f} min",
+              "status": r["status"]} for r in rows]
     if suite is not None:
         goals.append({"goal": "the smoke suite (pytest + nbval) within 20 min", "measured": f"{suite:.1f} min",
                       "status": status(suite * 60 <= SUITE_GOAL_S)})

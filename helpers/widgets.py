@@ -93,7 +93,7 @@ class ScheduleExplorer:
         v = self.values()
         self.state = explorer_state(**v)
         self.floor.disabled = v["schedule"] not in ("cosine_floor", "wsd")
-        self.info.value = (f"<b>{self.state['total_steps']}</b> optimizer steps "
+        self.info.value = (f"{SCHEDULE_LABELS[v['schedule']]}: <b>{self.state['total_steps']}</b> optimizer steps "
                            f"({self.state['steps_per_epoch']} per epoch x {v['epochs']}), "
                            f"<b>{self.state['warmup_steps']}</b> of them warm-up; "
                            f"rate at the last step: {self.state['rates'][-1]:.2e}")
