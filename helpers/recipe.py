@@ -20,7 +20,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,7 +29,7 @@ from .config import get_scale, pick_device
 from .evaluation import ir_evaluator, score, sts_evaluator
 from .losses import default_loss
 from .tasks import Task, load_task
-from .training import ConfigError, TrainConfig, train, validate
+from .training import ConfigError, TrainConfig, train, validate, write_json_atomically
 
 SUMMARY_FORMAT = "workshop-recipe-summary"
 MARKERS = ("summary.json", "study.db")  # files that make a folder a recipe output folder
@@ -219,18 +218,8 @@ def check_output_dir(path: str | os.PathLike) -> Path:
 
 
 def write_json(path: Path, payload: dict) -> Path:
-    """Write ``payload`` as JSON atomically (temporary file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(payload, fh, indent=1, default=_json_default)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
+    """Write ``payload`` as JSON atomically (see :func:`helpers.training.write_json_atomically`)."""
+    return write_json_atomically(path, payload, default=_json_default)
 
 
 def _json_default(obj):

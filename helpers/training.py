@@ -217,22 +217,8 @@ class TrainResult:
         infinities are written as Python's ``json`` writes them (``NaN``,
         ``Infinity``), which :meth:`load_json` reads back exactly.
         """
-        out = Path(path)
-        out.parent.mkdir(parents=True, exist_ok=True)
         payload = {"format": self.JSON_FORMAT, "version": 1, "result": self.to_dict()}
-        text = json.dumps(payload, indent=1, default=_json_default)
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}-", suffix=".tmp", dir=out.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, out)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        return out
+        return write_json_atomically(path, payload)
 
     @classmethod
     def load_json(cls, path: str | os.PathLike) -> "TrainResult":
@@ -249,6 +235,28 @@ class TrainResult:
         if not isinstance(data, dict) or "config" not in data or "metric" not in data:
             raise ValueError(f"{path}: the saved result lacks 'config' or 'metric'.")
         return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def write_json_atomically(path: str | os.PathLike, payload, default=None) -> Path:
+    """Write ``payload`` as JSON to ``path`` via a temporary file and ``os.replace``: never half-written.
+
+    Used by :meth:`TrainResult.save_json` and the recipe's ``summary.json`` (notebook 07, the CLI).
+    """
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(payload, indent=1, default=default or _json_default)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}-", suffix=".tmp", dir=out.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, out)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return out
 
 
 def _json_default(obj):
