@@ -7,7 +7,8 @@ Both write ``summary.json`` in the output folder and print a short report.
 
 Exit codes: 0 done, 2 bad input (reported before anything trains),
 130 stopped with Ctrl-C (the study and the best model so far are kept; the
-same command resumes the study).
+same command resumes the study), 1 a worker of ``--workers N`` failed.
+Under torchrun only rank 0 prints the report (README "Scaling out").
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import argparse
 import sys
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 2, 130
+EXIT_WORKER_FAILED = 1  # --workers N: a worker process failed (its log is named in the message)
 
 
 def _int_at_least(minimum: int):
@@ -97,6 +99,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     s.add_argument("--worker", type=_whole, default=0, metavar="K",
                    help="when several processes share one study (same --storage and --study-name), give each its "
                         "own number 0, 1, 2... so that their samplers propose different configurations (default: 0)")
+    s.add_argument("--workers", type=_positive_int, metavar="N",
+                   help="start N local search workers on the same study (worker k runs with --worker K*N+k, its log "
+                        "in DIR/workers/), wait for all, then finish here once (the final training for recipe); "
+                        "needs a storage every worker can open (the default DIR/study.db, or --storage)")
     t = p.add_argument_group("training")
     t.add_argument("--model", metavar="NAME_OR_DIR",
                    help="model to fine-tune: a saved folder or a Hugging Face id (default: the embedded all-MiniLM-L6-v2)")
@@ -151,11 +157,13 @@ def _recipe(args):
 
 
 def main(argv=None) -> int:
-    """Run the command line; returns the exit code (0 done, 2 bad input, 130 interrupted)."""
-    args = build_parser().parse_args(argv)
+    """Run the command line; returns the exit code (0 done, 2 bad input, 130 interrupted, 1 a worker failed)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
     import warnings
 
     warnings.filterwarnings("ignore", category=FutureWarning)
+    from . import distributed as Dist
     from .config import setup
     from .data import DataError
     from .recipe import report
@@ -163,9 +171,11 @@ def main(argv=None) -> int:
     from .training import ConfigError
 
     try:
+        Dist.check_workers(args.workers, args.storage)
         setup(scale=args.scale, device=args.device, seed=args.seed)
         recipe = _recipe(args)
-        print(f"checking the data and settings ({args.command}, scale {recipe.scale.name})...", file=sys.stderr)
+        say = print if Dist.is_main_process() else (lambda *a, **k: None)  # torchrun: rank 0 reports
+        say(f"checking the data and settings ({args.command}, scale {recipe.scale.name})...", file=sys.stderr)
         recipe.prepare()
     except KeyboardInterrupt:
         print("stopped before anything trained.", file=sys.stderr)
@@ -174,10 +184,35 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     for w in recipe.warnings:
-        print(f"warning: {w}", file=sys.stderr)
+        say(f"warning: {w}", file=sys.stderr)
+    workers = None
+    if args.workers:  # N local worker processes run the search; this process finishes once they are done
+        from .search import finished
+
+        done = len(finished(recipe.study))
+        say(f"starting {args.workers} search workers (logs in {recipe.output / 'workers'})...", file=sys.stderr)
+        search_parser = next(a for a in parser._actions if a.dest == "command").choices["search"]
+        workers = Dist.run_workers(search_parser, args, recipe, progress=not args.no_progress)
+        workers["new_trials"] = len(finished(recipe.study)) - done
+        if workers["interrupted"] or any(workers["exit_codes"]):
+            recipe.summary.update(status="interrupted" if workers["interrupted"] else "failed", stage="search")
+            recipe.summary["search"]["workers"] = workers
+            recipe.save_summary()
+            if workers["interrupted"] or all(c in (0, EXIT_INTERRUPTED) for c in workers["exit_codes"]):
+                print("Stopped with Ctrl-C: the study keeps every finished trial. Run the same command again to "
+                      "resume it.", file=sys.stderr)
+                return EXIT_INTERRUPTED
+            print(f"error: {Dist.worker_failure(workers)}", file=sys.stderr)
+            return EXIT_WORKER_FAILED
     summary = recipe.run(final=args.command == "recipe")
-    print(report(summary))
-    print(f"summary: {recipe.output / 'summary.json'}")
+    if workers is not None:
+        summary["search"]["workers"] = workers
+        summary["search"]["new_trials"] = workers["new_trials"]
+        summary["timings"]["search_s"] = workers["wall_s"]  # the workers' search, not this process's empty one
+        summary["timings"]["total_s"] = round(summary["timings"].get("total_s", 0.0) + workers["wall_s"], 2)
+        recipe.save_summary()
+    say(report(summary))
+    say(f"summary: {recipe.output / 'summary.json'}")
     if summary["status"] == "interrupted":
         print("Stopped with Ctrl-C: the study and the best model so far are kept. Run the same command again "
               "to resume the study.", file=sys.stderr)

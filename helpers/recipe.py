@@ -279,7 +279,11 @@ class Recipe:
         self.summary["timings"][f"{name}_s"] = round(time.perf_counter() - start, 2)
 
     def save_summary(self) -> Path:
-        """Write ``summary.json`` in the output folder (atomically)."""
+        """Write ``summary.json`` in the output folder (atomically; under torchrun only rank 0 writes)."""
+        from . import distributed as Dist
+
+        if not Dist.is_main_process():
+            return self.output / "summary.json"
         self.output.mkdir(parents=True, exist_ok=True)
         return write_json(self.output / "summary.json", _clean(self.summary))
 
@@ -299,7 +303,10 @@ class Recipe:
         if not lo < hi:
             raise ValueError(f"score range must be LOW HIGH with LOW < HIGH, got {lo:g} {hi:g}.")
         check_output_dir(self.output)
-        self.device = pick_device(self.device)
+        from . import distributed as Dist
+
+        self.device = Dist.local_device(pick_device(self.device))  # cuda:LOCAL_RANK under torchrun
+        Dist.check_launch(self.device)
         self.task = load_data(self.args["train"], self.args["dev"], self.args["test"], self.args["score_range"],
                               self.seed, self.scale.name, self.args["train_size"])
         from .models import load_model, n_layers
@@ -319,6 +326,11 @@ class Recipe:
         for cfg in (S.search_base(self.base), self.final_base()):
             validate(cfg.resolved(), layers=layers, columns=self.task.columns)
         self.search_task = S.subset_task(self.task, self.subset_fraction, self.seed)
+        if Dist.is_distributed():  # every trial's batch must give each process a full batch (data-parallel)
+            space = self.space.get("batch_size")
+            biggest = max(space[1]) if space else self.base.resolved().batch_size
+            Dist.check_rows({"search subset": len(self.search_task.train), "training data": len(self.task.train)},
+                            biggest)
         self.storage = self.storage or str(self.output / "study.db")
         if self.fresh:
             S.delete_study(self.study_name, self.storage)
@@ -362,9 +374,17 @@ class Recipe:
         """Run the study on the subset until it holds ``trials`` finished trials (resumes a stored one)."""
         start = time.perf_counter()
         self.summary["stage"] = "search"
-        objective = S.Objective(self.base, self.search_task, self.space, save_best_to=self.output / "best_trial_model")
+        from . import distributed as Dist
+
+        objective = S.Objective(self.base, self.search_task, self.space, save_best_to=self.output / "best_trial_model",
+                                callbacks=[Dist.SyncStop()] if Dist.is_distributed() else (),
+                                on_trial=lambda trial, result: trial.set_user_attr("worker", self.worker))
         try:
-            report = S.run_search(self.study, objective, self.trials, progress=self.progress)
+            if Dist.is_distributed():  # torchrun: every trial trains on all processes together
+                report = Dist.lockstep_search(self.study, objective, self.trials, self.base, self.search_task,
+                                              self.space, progress=self.progress)
+            else:
+                report = S.run_search(self.study, objective, self.trials, progress=self.progress)
         finally:
             self._record_search(S.run_search.last_report)
             self._time("search", start)

@@ -381,6 +381,9 @@ def run_search(study, objective, n_trials: int, progress: bool = True, timeout: 
 
     if not isinstance(n_trials, int) or n_trials < 1:
         raise ConfigError("n_trials", n_trials, "a whole number of at least 1", "12-16 trials are usual on a laptop.")
+    from .distributed import SurplusTrial, TrialBudget
+
+    budget = TrialBudget(n_trials)  # several workers on one study stop together at exactly n_trials
     start_done = len(finished(study))
     bar = tqdm(total=n_trials, initial=min(start_done, n_trials), desc="search", unit="trial", disable=not progress)
 
@@ -396,10 +399,10 @@ def run_search(study, objective, n_trials: int, progress: bool = True, timeout: 
     interrupted = False
     try:
         remaining = n_trials - start_done
-        if remaining > 0:
-            study.optimize(objective, n_trials=remaining, timeout=timeout,
+        if remaining > 0 and not budget.full(study):
+            study.optimize(budget.guard(objective), n_trials=remaining, timeout=timeout, catch=(SurplusTrial,),
                            callbacks=[MaxTrialsCallback(n_trials, states=(TrialState.COMPLETE, TrialState.PRUNED)),
-                                      update])
+                                      budget.callback, update])
     except KeyboardInterrupt:
         interrupted = True
         raise

@@ -32,7 +32,6 @@ from transformers import EarlyStoppingCallback, TrainerCallback
 
 from .batching import SCALING_RULES, effective_batch, scaled_learning_rate
 from .config import get_scale, mixed_precision, pick_device, seed_everything
-from .evaluation import score
 from .freezing import (GradualUnfreezing, check_part_names, freeze_bottom, freeze_parts, layerwise_lr_mapping,
                        part_rates, rates_lr_mapping, shaping_trainable)
 from .losses import LOSSES, check_loss_fits, default_loss, is_inbatch, make_loss
@@ -99,6 +98,7 @@ class TrainConfig:
     lower_layers_lr: float | None = None  # a fixed rate (e.g. 1e-5) for the lower layers and the embeddings
     lower_layers: int | None = None  # how many bottom layers get lower_layers_lr (None: the bottom half)
     evals_per_epoch: int | None = None
+    eval_loss: bool = True  # also compute the validation loss at each evaluation (one more pass over the dev pairs)
     early_stopping_patience: int | None = None  # evaluations without improvement before stopping
     early_stopping_metric: str = "task"  # task (Spearman / nDCG@10) or loss (validation loss)
     seed: int = 0
@@ -111,6 +111,7 @@ class TrainConfig:
     device: str | None = None
     loss_scale: float | None = None  # in-batch / CoSENT scale (1 / temperature)
     mini_batch_size: int = 32  # cached_mnrl
+    gather_across_devices: bool = True  # mnrl/cached_mnrl under torchrun: every process's examples are negatives
     eval_batch_size: int = 32  # fixed so validation losses compare across batch sizes
     score_range: tuple[float, float] = (0.0, 1.0)  # for a user's file of scored pairs
     output_dir: str | None = None  # save the final model here (atomically)
@@ -157,7 +158,8 @@ class TrainResult:
     layer_lrs: dict[str, float] = field(default_factory=dict)  # peak rate per part
     unfreeze_history: list[list[int]] = field(default_factory=list)  # trainable layers per epoch
     learning_rate: float = 0.0  # the peak rate used (after batch scaling)
-    effective_batch: int = 0
+    effective_batch: int = 0  # per-device batch x grad_accum x processes
+    world_size: int = 1  # processes that trained together (torchrun / accelerate launch)
     steps: int = 0
     train_examples: int = 0
     trainable_params: int = 0
@@ -357,6 +359,16 @@ def validate(cfg: TrainConfig, layers: int | None = None, columns=None, n_train:
     if cfg.early_stopping_metric not in ("task", "loss"):
         raise ConfigError("early_stopping_metric", cfg.early_stopping_metric, "'task' or 'loss'",
                           "'task' watches the validation Spearman / nDCG@10 (the usual choice).")
+    if not isinstance(cfg.eval_loss, bool):
+        raise ConfigError("eval_loss", cfg.eval_loss, "True or False",
+                          "eval_loss=False skips the validation loss (faster); the task metric is still evaluated.")
+    if cfg.early_stopping_metric == "loss" and not cfg.eval_loss:
+        raise ConfigError("eval_loss", cfg.eval_loss, "True when early_stopping_metric='loss'",
+                          "Stopping on the validation loss needs it computed: set eval_loss=True, "
+                          "or early_stopping_metric='task'.")
+    if not isinstance(cfg.gather_across_devices, bool):
+        raise ConfigError("gather_across_devices", cfg.gather_across_devices, "True or False",
+                          "True lets in-batch losses use every process's examples as negatives under torchrun.")
     if cfg.loss is not None and cfg.loss not in LOSSES:
         raise ConfigError("loss", cfg.loss, f"None (chosen by the data) or one of {', '.join(LOSSES)}",
                           _did_you_mean(cfg.loss, LOSSES))
@@ -564,6 +576,21 @@ class ProgressBar(TrainerCallback):
             self.bar = None
 
 
+class _SkippedStartEval(TrainerCallback):
+    """Stands in for a skipped ``eval_on_start`` so the run's numbers do not change.
+
+    The trainer's start evaluation iterates one DataLoader, which draws one
+    number from torch's global generator before the training sampler shuffles;
+    drawing it here keeps every batch (and so every result) identical to a run
+    that evaluated at step 0 (``tests/test_training.py`` checks this).
+    """
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        import torch
+
+        torch.empty((), dtype=torch.int64).random_()
+
+
 def _trainer_class():
     from sentence_transformers.sentence_transformer.trainer import SentenceTransformerTrainer
 
@@ -635,7 +662,8 @@ def _load_task_checked(cfg: TrainConfig, explicit_train_size: bool):
 
 
 def train(cfg: TrainConfig | None = None, *, model=None, data=None, progress: bool = True, stop: StopFlag | None = None,
-          on_update=None, callbacks=(), divergence_guard: bool = True, **overrides) -> TrainResult:
+          on_update=None, callbacks=(), divergence_guard: bool = True, start_eval: dict | None = None,
+          **overrides) -> TrainResult:
     """Fine-tune once with ``cfg`` (plus keyword overrides) and return a :class:`TrainResult`.
 
     ``model``: train this already-loaded model in place instead of loading
@@ -643,15 +671,31 @@ def train(cfg: TrainConfig | None = None, *, model=None, data=None, progress: bo
     from the config; pass one to reuse loaded data across many runs). ``stop``: a :class:`StopFlag` that ends the run cleanly.
     ``on_update(result, state)`` is called at every log (live dashboards).
     ``divergence_guard=False`` lets the loss explode (the rate range test wants that).
+    ``start_eval``: the untuned model's step-0 evaluation (``{"metric": ..., "loss": ...}``)
+    measured by an earlier run on the same model, data and loss; it is recorded
+    instead of evaluating again (:func:`helpers.run_grid` shares it across a grid).
+    Under ``torchrun`` / ``accelerate launch`` every process calls it with the same
+    config: the trainer trains data-parallel, every process returns the same result,
+    and only rank 0 saves (:mod:`helpers.distributed`, README "Scaling out").
     """
     from sentence_transformers.base.sampler import BatchSamplers
     from sentence_transformers.sentence_transformer.training_args import SentenceTransformerTrainingArguments
+
+    from .distributed import (backend, barrier, data_parallel_steps, init_process_group, is_main_process,
+                              local_device, score_once, shared_tempdir, world_size)
 
     base = (cfg or TrainConfig()).replace(**overrides)
     cfg = base.resolved()
     for note in validate(cfg):
         warnings.warn(note, stacklevel=2)
-    device = pick_device(cfg.device)
+    device = local_device(pick_device(cfg.device))  # cuda:LOCAL_RANK under torchrun
+    world = world_size()
+    if world > 1:
+        if cfg.gradual_unfreezing:
+            raise ConfigError("gradual_unfreezing", True, f"False when {world} processes train together",
+                              "DistributedDataParallel fixes the trainable weights when it starts; "
+                              "use freeze_layers, or train in one process.")
+        init_process_group(device)
     seed_everything(cfg.seed)
     task = data
     if task is None:
@@ -674,9 +718,13 @@ def train(cfg: TrainConfig | None = None, *, model=None, data=None, progress: bo
                           "Every weight that shapes the embeddings is frozen (only weights the output never uses, "
                           "such as BERT's pooler, are trainable); freeze fewer layers.")
 
-    lr = scaled_learning_rate(cfg.learning_rate, cfg.batch_size, cfg.base_batch_size, cfg.lr_scaling, cfg.grad_accum)
-    per_epoch = steps_per_epoch(len(task.train), cfg.batch_size, cfg.grad_accum)
+    # several processes: the rule scales by batch x accumulation x processes; each process sees 1/world of the data
+    lr = scaled_learning_rate(cfg.learning_rate, cfg.batch_size, cfg.base_batch_size, cfg.lr_scaling,
+                              cfg.grad_accum * world)
+    per_epoch = steps_per_epoch(len(task.train), cfg.batch_size, cfg.grad_accum) if world == 1 else \
+        data_parallel_steps(len(task.train), cfg.batch_size, cfg.grad_accum, world)
     evaluate = cfg.evals_per_epoch > 0
+    reuse_start = evaluate and start_eval is not None and start_eval.get("metric") is not None
     eval_steps = max(1, round(per_epoch / cfg.evals_per_epoch)) if evaluate else per_epoch
     total = cfg.max_steps or math.ceil(per_epoch * cfg.epochs)
     if cfg.lower_layers_lr is not None:
@@ -684,14 +732,16 @@ def train(cfg: TrainConfig | None = None, *, model=None, data=None, progress: bo
     else:
         mapping = layerwise_lr_mapping(model, lr, cfg.layerwise_decay)
     result = TrainResult(config=asdict(cfg), metric=task.metric, device=device, learning_rate=lr,
-                         effective_batch=effective_batch(cfg.batch_size, cfg.grad_accum),
+                         effective_batch=effective_batch(cfg.batch_size, cfg.grad_accum, world), world_size=world,
                          train_examples=len(task.train), total_params=count_parameters(model))
     result.layer_lrs = part_rates(model, lr, cfg.layerwise_decay, cfg.lower_layers_lr, cfg.lower_layers)
 
     loss = make_loss(loss_name, model, scale=cfg.loss_scale, mini_batch_size=cfg.mini_batch_size)
+    if world > 1 and is_inbatch(loss_name):
+        loss.gather_across_devices = cfg.gather_across_devices
     use_best = cfg.early_stopping_patience is not None
     metric_for_best = "loss" if cfg.early_stopping_metric == "loss" else task.dev_metric_key
-    tmp = tempfile.mkdtemp(prefix="workshop-run-")
+    tmp = shared_tempdir("workshop-run-")  # the same folder on every process: all restore the same checkpoint
     try:
         args = SentenceTransformerTrainingArguments(
             output_dir=tmp,
@@ -706,7 +756,7 @@ def train(cfg: TrainConfig | None = None, *, model=None, data=None, progress: bo
             learning_rate_mapping=mapping,
             eval_strategy="steps" if evaluate else "no",
             eval_steps=eval_steps,
-            eval_on_start=evaluate,
+            eval_on_start=evaluate and not reuse_start,
             logging_steps=1,
             logging_nan_inf_filter=False,
             save_strategy="steps" if use_best else "no",
@@ -721,23 +771,30 @@ def train(cfg: TrainConfig | None = None, *, model=None, data=None, progress: bo
             disable_tqdm=True,
             use_cpu=device == "cpu",
             dataloader_num_workers=0,
+            **({"ddp_backend": backend(device), "save_on_each_node": True} if world > 1 else {}),
             batch_sampler=BatchSamplers.NO_DUPLICATES if is_inbatch(loss_name) else BatchSamplers.BATCH_SAMPLER,
             **mixed_precision(device),
         )
         recorder = Recorder(result, task.dev_metric_key, stop=stop, on_update=on_update)
+        if reuse_start:
+            result.evals.append({"step": 0, "epoch": 0.0, "loss": start_eval.get("loss") if cfg.eval_loss else None,
+                                 "metric": start_eval["metric"]})
         if not divergence_guard:
             recorder.explode_factor, recorder.collapse_drop = float("inf"), float("inf")
         cbs = [recorder, *callbacks]
+        if reuse_start:
+            cbs.append(_SkippedStartEval())
         unfreezer = None
         if cfg.gradual_unfreezing:
             unfreezer = GradualUnfreezing(model, cfg.unfreeze_start_layers)
             cbs.append(unfreezer)
         if use_best:
             cbs.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
-        if progress:
+        if progress and is_main_process():
             cbs.append(ProgressBar(f"{task.name} {loss_name} lr={lr:.1e}", task.dev_metric_key))
         Trainer = _trainer_class()
-        trainer = Trainer(model=model, args=args, train_dataset=task.train, eval_dataset=task.dev if evaluate else None,
+        trainer = Trainer(model=model, args=args, train_dataset=task.train,
+                          eval_dataset=task.dev if evaluate and cfg.eval_loss else None,
                           loss=loss, evaluator=task.dev_evaluator if evaluate else None, callbacks=cbs)
         trainer.schedule_spec = {"schedule": cfg.schedule, "warmup_fraction": cfg.warmup_fraction,
                                  "floor": cfg.floor, "decay_fraction": cfg.decay_fraction}
@@ -789,10 +846,11 @@ def train(cfg: TrainConfig | None = None, *, model=None, data=None, progress: bo
                 p.requires_grad_(True)
         model.eval()
         if cfg.final_test:
-            result.test_metric = score(model, task.test_evaluator)
+            result.test_metric = score_once(model, task.test_evaluator)  # computed once, the same on every process
         result.model = model
-        if cfg.output_dir:
+        if cfg.output_dir and is_main_process():
             save_model_atomically(model, cfg.output_dir)
+        barrier()  # several processes: the model is written and every checkpoint read before any goes on
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return result

@@ -129,6 +129,32 @@ def test_short_fine_tuning_raises_stsb_dev_spearman():
     assert r.dev_metric > r.dev_metric_start + 0.002, (r.dev_metric_start, r.dev_metric)
 
 
+def test_eval_loss_off_keeps_the_metric_and_drops_the_loss(sts_small, fast):
+    on = train(TrainConfig(max_steps=2, seed=3), data=sts_small, **fast)
+    off = train(TrainConfig(max_steps=2, seed=3, eval_loss=False), data=sts_small, **fast)
+    assert all(e.get("loss") is not None for e in on.evals)
+    assert all(e.get("loss") is None for e in off.evals)
+    assert [e["metric"] for e in off.evals] == pytest.approx([e["metric"] for e in on.evals], abs=1e-9)
+
+
+def test_grid_evaluates_the_untuned_model_once_with_the_same_numbers(sts_small, fast, monkeypatch):
+    """run_grid shares the step-0 evaluation across arms and seeds; every number stays what a lone run gives."""
+    from helpers import experiments
+
+    fast = {k: v for k, v in fast.items() if k != "progress"}
+    arms = {"a": TrainConfig(max_steps=2, **fast), "b": TrainConfig(max_steps=2, learning_rate=5e-5, freeze_layers=3, **fast)}
+    lone = {name: [train(cfg.replace(seed=s), data=sts_small, progress=False) for s in (0, 1)] for name, cfg in arms.items()}
+    calls = []
+    real_train = experiments.train
+    monkeypatch.setattr(experiments, "train", lambda *a, **k: calls.append(k.get("start_eval")) or real_train(*a, **k))
+    grid = experiments.run_grid(arms, (0, 1), data=sts_small, progress=False)
+    assert calls[0] is None and all(c is not None for c in calls[1:]) and len(calls) == 4
+    for name in arms:
+        for g, r in zip(grid[name], lone[name]):
+            assert g.evals == r.evals and g.test_metric == r.test_metric
+            assert [p["loss"] for p in g.train_loss] == [p["loss"] for p in r.train_loss]
+
+
 def test_nothing_left_on_disk_unless_asked(sts_small, fast, tmp_path, monkeypatch):
     private_tmp = tmp_path / "tmp"
     private_tmp.mkdir()
@@ -172,6 +198,8 @@ def test_divergence_stops_within_a_few_steps(sts_small, fast):
     ({"lr_scaling": "cubic"}, "lr_scaling"),
     ({"layerwise_decay": 1.5}, "layerwise_decay"),
     ({"train_size": 0}, "train_size"),
+    ({"eval_loss": "no"}, "eval_loss"),
+    ({"eval_loss": False, "early_stopping_patience": 3, "early_stopping_metric": "loss"}, "eval_loss"),
 ])
 def test_bad_settings_fail_before_training(changes, setting):
     cfg = TrainConfig(**changes).resolved()
