@@ -26,3 +26,16 @@ def sts_small():
 def fast():
     """Settings for training tests that only need a few real optimizer steps."""
     return dict(batch_size=8, evals_per_epoch=1, max_seq_length=32, progress=False)
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Fail the test if anything starts training (or starts search workers): bad input must stop first."""
+    from helpers import distributed as Dist, recipe as R, search as S
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("training started before the input was checked")
+
+    monkeypatch.setattr(S, "train", refuse)
+    monkeypatch.setattr(R, "train", refuse)
+    monkeypatch.setattr(Dist, "run_workers", refuse)

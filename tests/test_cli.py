@@ -147,16 +147,6 @@ def _foreign_dir(d):
     return d / "mine"
 
 
-@pytest.fixture
-def no_training(monkeypatch):
-    """Fail the test if anything starts training."""
-    def refuse(*args, **kwargs):
-        raise AssertionError("training started before the input was checked")
-
-    monkeypatch.setattr(S, "train", refuse)
-    monkeypatch.setattr(R, "train", refuse)
-
-
 @pytest.mark.parametrize("case", list(BAD))
 def test_every_bad_input_is_reported_before_training(case, tmp_path, rows, capsys, no_training):
     extra, message = BAD[case]

@@ -13,7 +13,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from helpers import cli, distributed as Dist, recipe as R, search as S
+from helpers import cli, distributed as Dist, search as S
 from helpers.training import ConfigError, TrainConfig, TrainResult, train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,16 +81,6 @@ def test_search_workers_share_one_study(tmp_path, capsys):
     assert (out / "best_trial_model" / "modules.json").exists()
     assert not list((out / "workers").glob("*/best_trial_model"))
     assert "search: 4 of 4 trials finished" in io.out
-
-
-@pytest.fixture
-def no_training(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("training started before the input was checked")
-
-    monkeypatch.setattr(S, "train", refuse)
-    monkeypatch.setattr(R, "train", refuse)
-    monkeypatch.setattr(Dist, "run_workers", refuse)
 
 
 @pytest.mark.parametrize("extra, message", [
