@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 NOISE_FACTOR = 2.0  # a difference within 2 standard errors is "inside the seed noise"
+KEEPS_MARGIN = 0.01  # "keeps quality": at most this much worse (Spearman / nDCG@10), beyond the seed noise
 
 
 def values(results, key: str = "test") -> np.ndarray:
@@ -90,6 +91,37 @@ def verdict(claim: str, comparison: Comparison, supported_if_a_better: bool = Tr
     else:
         status = "CONTRADICTED by this run"
     return f"Claim: {claim}\nMeasured ({metric}): {c.sentence(metric, higher_is_better)}\nVerdict: {status}."
+
+
+def verdict_keeps(claim: str, comparison: Comparison, margin: float = KEEPS_MARGIN, metric: str = "test score",
+                  higher_is_better: bool = True) -> str:
+    """A verdict for claims that A *keeps* B's quality (notebook 02: freezing, layer-wise rates).
+
+    "Inside the noise" is not evidence that nothing was lost, so these claims get
+    a non-inferiority test: SUPPORTED when even the pessimistic end of the
+    difference (mean difference minus 2 standard errors) loses less than
+    ``margin``; CONTRADICTED when even the optimistic end loses more than
+    ``margin``; otherwise the seeds are too noisy to tell.
+    """
+    c = comparison
+    gain = c.diff if higher_is_better else -c.diff  # > 0: A is better
+    band = NOISE_FACTOR * c.stderr
+    measured = (f"{c.a} {c.mean_a:.4f} vs {c.b} {c.mean_b:.4f}: {c.a} is {abs(c.diff):.4f} "
+                f"{'higher' if c.diff > 0 else 'lower'}")
+    if c.n_a < 2 or c.n_b < 2:
+        status = "NO VERDICT (one seed per arm; run at workshop scale for several seeds)"
+        measured += " (one seed per arm: no noise estimate)"
+    else:
+        low, high = gain - band, gain + band
+        measured += (f"; with the seed noise, {c.a} is between {-high:.4f} worse and {-low:.4f} worse"
+                     if high < 0 else f"; with the seed noise, {c.a} changes the score by {low:+.4f} to {high:+.4f}")
+        if low >= -margin:
+            status = f"SUPPORTED by this run (no loss larger than {margin:g}, beyond the seed noise)"
+        elif high < -margin:
+            status = f"CONTRADICTED by this run (a loss larger than {margin:g}, beyond the seed noise)"
+        else:
+            status = f"NOT SHOWN at this scale (the seed noise allows a loss larger than {margin:g})"
+    return f"Claim: {claim}\nMeasured ({metric}): {measured}.\nVerdict: {status}."
 
 
 def results_table(results_by_arm: dict, keys=("dev", "test", "wall_s")):

@@ -1,7 +1,7 @@
 """Verdicts are computed from seeds: a difference inside 2 standard errors is reported as noise."""
 import pytest
 
-from helpers.verdicts import compare, fmt, mean_sd, results_table, verdict
+from helpers.verdicts import compare, fmt, mean_sd, results_table, verdict, verdict_keeps
 
 
 def runs(*tests):
@@ -56,3 +56,18 @@ def test_min_max_bars_never_negative_for_equal_seeds():
         lo, hi = min_max_bars(v)
         assert lo[0] >= 0 and hi[0] >= 0
     assert min_max_bars([1.0, 2.0, 3.0]) == [[1.0], [1.0]]
+
+
+def test_keeps_quality_needs_the_whole_noise_band_above_the_margin():
+    same = compare("freeze 4", runs(0.785, 0.786, 0.787), "full", runs(0.785, 0.786, 0.787))
+    assert "SUPPORTED" in verdict_keeps("freezing keeps quality", same)
+    assert "NOT SHOWN" in verdict("freezing keeps quality", same)  # the plain verdict cannot say it
+    slightly_worse = compare("a", runs(0.780, 0.781, 0.782), "b", runs(0.785, 0.786, 0.787))
+    assert "SUPPORTED" in verdict_keeps("a keeps b's quality", slightly_worse)  # 0.005 lost, within 0.01
+    much_worse = compare("a", runs(0.75, 0.751, 0.752), "b", runs(0.785, 0.786, 0.787))
+    assert "CONTRADICTED" in verdict_keeps("a keeps b's quality", much_worse)
+    noisy = compare("a", runs(0.70, 0.80, 0.75), "b", runs(0.785, 0.786, 0.787))
+    assert "NOT SHOWN" in verdict_keeps("a keeps b's quality", noisy)
+    assert "NO VERDICT" in verdict_keeps("a keeps b's quality", compare("a", runs(0.7), "b", runs(0.8)))
+    lower_better = compare("a", runs(1.0, 1.001, 1.002), "b", runs(1.0, 1.001, 1.002))
+    assert "SUPPORTED" in verdict_keeps("a keeps b's loss", lower_better, higher_is_better=False)
