@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 NOISE_FACTOR = 2.0  # a difference within 2 standard errors is "inside the seed noise"
+NO_VERDICT = "NO VERDICT (one seed per arm; run at workshop scale for several seeds)"
 KEEPS_MARGIN = 0.01  # "keeps quality": at most this much worse (Spearman / nDCG@10), beyond the seed noise
 
 
@@ -56,10 +57,15 @@ class Comparison:
             return True  # one seed cannot separate signal from noise
         return abs(self.diff) <= NOISE_FACTOR * self.stderr
 
+    @property
+    def headline(self) -> str:
+        """The two means and their difference, without any judgement (start of every verdict's sentence)."""
+        word = "higher" if self.diff > 0 else "lower"
+        return f"{self.a} {self.mean_a:.4f} vs {self.b} {self.mean_b:.4f}: {self.a} is {abs(self.diff):.4f} {word}"
+
     def sentence(self, metric: str = "test score", higher_is_better: bool = True) -> str:
         better = (self.diff > 0) == higher_is_better
-        word = "higher" if self.diff > 0 else "lower"
-        base = f"{self.a} {self.mean_a:.4f} vs {self.b} {self.mean_b:.4f}: {self.a} is {abs(self.diff):.4f} {word}"
+        base = self.headline
         if self.n_a < 2 or self.n_b < 2:
             return base + " (one seed per arm: no noise estimate, so no verdict)."
         if self.inside_noise:
@@ -83,7 +89,7 @@ def verdict(claim: str, comparison: Comparison, supported_if_a_better: bool = Tr
     c = comparison
     a_better = (c.diff > 0) == higher_is_better
     if c.n_a < 2 or c.n_b < 2:
-        status = "NO VERDICT (one seed per arm; run at workshop scale for several seeds)"
+        status = NO_VERDICT
     elif c.inside_noise:
         status = "NOT SHOWN at this scale (inside the seed noise)"
     elif a_better == supported_if_a_better:
@@ -106,10 +112,9 @@ def verdict_keeps(claim: str, comparison: Comparison, margin: float = KEEPS_MARG
     c = comparison
     gain = c.diff if higher_is_better else -c.diff  # > 0: A is better
     band = NOISE_FACTOR * c.stderr
-    measured = (f"{c.a} {c.mean_a:.4f} vs {c.b} {c.mean_b:.4f}: {c.a} is {abs(c.diff):.4f} "
-                f"{'higher' if c.diff > 0 else 'lower'}")
+    measured = c.headline
     if c.n_a < 2 or c.n_b < 2:
-        status = "NO VERDICT (one seed per arm; run at workshop scale for several seeds)"
+        status = NO_VERDICT
         measured += " (one seed per arm: no noise estimate)"
     else:
         low, high = gain - band, gain + band
