@@ -26,7 +26,7 @@ HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/
 TORCH_CPU_INDEX := $(if $(HAS_GPU),,$(if $(filter Linux,$(shell uname -s)),--extra-index-url https://download.pytorch.org/whl/cpu,))
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: setup lab test test-py test-nb test-browser notebooks bench lock clean
+.PHONY: setup lab test test-py test-nb test-browser notebooks reference bench lock clean
 
 setup: $(STAMP)
 
@@ -63,6 +63,11 @@ test-browser: $(STAMP)
 # Each notebook's wall time goes into benchmarks/results.json (benchmark 5). NB="01 03" runs only those.
 notebooks: $(STAMP)
 	$(BIN)/python benchmarks/bench_notebooks.py --inplace --scale $${WORKSHOP_SCALE:-workshop} $(if $(NB),--only $(NB),)
+
+# The reference runs behind every notebook's reference verdicts (results/reference/*.jsonl): resumable,
+# a rerun skips finished runs. ONLY="01 02" limits it to notebooks, EXPERIMENT="schedule" to experiments.
+reference: $(STAMP)
+	nice -n 10 $(BIN)/python -m helpers.reference $(if $(ONLY),--only $(ONLY),) $(if $(EXPERIMENT),--experiment $(EXPERIMENT),)
 
 # Speed and memory figures (benchmarks/README.md); BENCH="freezing inbatch" runs only those.
 bench: $(STAMP)

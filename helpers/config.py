@@ -16,6 +16,12 @@ import numpy as np
 SCALE_ENV = "WORKSHOP_SCALE"
 DEVICE_ENV = "WORKSHOP_DEVICE"
 SEED_ENV = "WORKSHOP_SEED"
+PRECISION_ENV = "WORKSHOP_PRECISION"
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+# Practical-equivalence margins, fixed before any run (notebooks' verdicts, docs/references.md):
+# two arms whose whole 95% paired interval lies inside +-margin are called "equivalent".
+EQUIVALENCE_MARGINS = {"spearman": 0.005, "ndcg@10": 0.01}
 
 
 @dataclass(frozen=True)
@@ -92,15 +98,62 @@ def pick_device(preferred: str | None = None) -> str:
     return "cpu"
 
 
-def mixed_precision(device: str) -> dict:
-    """Trainer flags for mixed precision: bf16 where the GPU supports it, else fp16; none on CPU/MPS."""
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AMX tiles or AVX512-BF16), as torch itself detects it.
+
+    On CPUs without these units bf16 autocast is emulated and slower than fp32 (notebook 00).
+    """
     import torch
 
-    if device.startswith("cuda") and torch.cuda.is_available():
-        if torch.cuda.is_bf16_supported():
-            return {"bf16": True}
-        return {"fp16": True}
-    return {}
+    cpu = getattr(torch, "cpu", None)
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    try:
+        return any(bool(getattr(cpu, name)()) for name in probes if hasattr(cpu, name))
+    except Exception:  # pragma: no cover - very old or unusual torch builds
+        return False
+
+
+def cuda_has_fast_bf16() -> bool:
+    """Whether the current GPU does bf16 in hardware (Ampere or newer), not through emulation (T4, V100)."""
+    import torch
+
+    try:
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    except TypeError:  # pragma: no cover - torch without the keyword
+        return torch.cuda.get_device_capability()[0] >= 8
+
+
+def pick_precision(device: str, preferred: str | None = None) -> str:
+    """Choose ``fp32``, ``bf16`` or ``fp16`` for training on ``device`` (notebook 00 shows the choice).
+
+    The argument, then ``$WORKSHOP_PRECISION`` (``fp32|bf16|fp16|auto``), then ``auto``:
+    bf16 on a GPU that does it in hardware, else fp16 on any other GPU; bf16 on a CPU with
+    AMX or AVX512-BF16 (about 1.4x faster here at the same quality: benchmarks/README.md);
+    fp32 on other CPUs and on Apple MPS.
+    """
+    choice = (preferred or os.environ.get(PRECISION_ENV) or "auto").strip().lower()
+    if choice not in PRECISIONS:
+        raise ValueError(f"Unknown precision {choice!r} (from ${PRECISION_ENV} or the argument). "
+                         f"Use one of: {', '.join(PRECISIONS)}.")
+    kind = device.split(":")[0]
+    if choice == "fp16" and kind != "cuda":
+        raise ValueError(f"Precision 'fp16' needs a CUDA GPU, but the device is {device!r}; "
+                         "use 'bf16' (on a CPU with AMX/AVX512-BF16) or 'fp32'.")
+    if choice == "bf16" and kind == "mps":
+        raise ValueError("Precision 'bf16' is not supported on Apple MPS by the trainer here; use 'fp32'.")
+    if choice != "auto":
+        return choice
+    if kind == "cuda":
+        return "bf16" if cuda_has_fast_bf16() else "fp16"
+    if kind == "cpu":
+        return "bf16" if cpu_has_fast_bf16() else "fp32"
+    return "fp32"
+
+
+def mixed_precision(device: str, precision: str | None = None) -> dict:
+    """Trainer flags for ``precision`` (:func:`pick_precision` when None): ``{"bf16": True}``, ``{"fp16": True}`` or ``{}``."""
+    precision = precision if precision in ("fp32", "bf16", "fp16") else pick_precision(device, precision)
+    return {"bf16": True} if precision == "bf16" else {"fp16": True} if precision == "fp16" else {}
 
 
 def default_seed() -> int:
@@ -126,18 +179,24 @@ class Setup:
     scale: Scale
     device: str
     seed: int
+    precision: str = "fp32"
 
     def __repr__(self) -> str:
         s = self.scale
         return (
-            f"Workshop scale {s.name!r} on {self.device} (seed {self.seed}): "
+            f"Workshop scale {s.name!r} on {self.device} in {self.precision} (seed {self.seed}): "
             f"STS-B train={s.train_size or 'all'}, dev={s.dev_size or 'all'}, test={s.test_size or 'all'}, "
             f"seeds={list(s.seeds)}, epochs={s.epochs}, batch={s.batch_size}"
         )
 
 
-def setup(scale: str | None = None, device: str | None = None, seed: int | None = None) -> Setup:
-    """Configure a notebook: offline hub, quiet logs, scale, device and seed (first cell of every notebook)."""
+def setup(scale: str | None = None, device: str | None = None, seed: int | None = None,
+          precision: str | None = None) -> Setup:
+    """Configure a notebook: quiet logs, scale, device, precision and seed (first cell of every notebook).
+
+    The precision chosen here (``$WORKSHOP_PRECISION`` or ``auto``) is the one every later
+    :func:`helpers.train` call uses unless its config says otherwise.
+    """
     import warnings
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -149,7 +208,11 @@ def setup(scale: str | None = None, device: str | None = None, seed: int | None 
         hf_logging.disable_progress_bar()
     except Exception:  # pragma: no cover - logging is cosmetic
         pass
-    cfg = Setup(get_scale(scale), pick_device(device), default_seed() if seed is None else seed)
+    dev = pick_device(device)
+    prec = pick_precision(dev, precision)
+    if precision:
+        os.environ[PRECISION_ENV] = prec  # later train() calls in this kernel use the same precision
+    cfg = Setup(get_scale(scale), dev, default_seed() if seed is None else seed, prec)
     seed_everything(cfg.seed)
     return cfg
 
@@ -171,6 +234,7 @@ def environment_report(device: str | None = None) -> dict:
         "sentence-transformers": sentence_transformers.__version__,
         "transformers": transformers.__version__,
         "device": pick_device(device),
+        "precision": pick_precision(pick_device(device)),
         "cuda": torch.version.cuda or "none",
         "cpu threads": torch.get_num_threads(),
         "scale": get_scale().name,

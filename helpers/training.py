@@ -31,7 +31,7 @@ from pathlib import Path
 from transformers import EarlyStoppingCallback, TrainerCallback
 
 from .batching import SCALING_RULES, effective_batch, scaled_learning_rate
-from .config import get_scale, mixed_precision, pick_device, seed_everything
+from .config import PRECISIONS, get_scale, mixed_precision, pick_device, pick_precision, seed_everything
 from .freezing import (GradualUnfreezing, check_part_names, freeze_bottom, freeze_parts, layerwise_lr_mapping,
                        part_rates, rates_lr_mapping, shaping_trainable)
 from .losses import LOSSES, check_loss_fits, default_loss, is_inbatch, make_loss
@@ -109,6 +109,7 @@ class TrainConfig:
     max_steps: int | None = None  # stop after this many optimizer steps (overrides epochs)
     scale: str | None = None  # smoke | workshop | full; None: $WORKSHOP_SCALE
     device: str | None = None
+    precision: str | None = None  # fp32 | bf16 | fp16 | auto; None: $WORKSHOP_PRECISION, else auto (config.pick_precision)
     loss_scale: float | None = None  # in-batch / CoSENT scale (1 / temperature)
     mini_batch_size: int = 32  # cached_mnrl
     gather_across_devices: bool = True  # mnrl/cached_mnrl under torchrun: every process's examples are negatives
@@ -170,6 +171,7 @@ class TrainResult:
     peak_memory_mb: float = 0.0
     memory_delta_mb: float = 0.0
     device: str = "cpu"
+    precision: str = "fp32"  # what the trainer computed in (config.pick_precision)
     test_metric: float = float("nan")
     best_step: int | None = None
     stop_reason: str = "finished"  # finished | early stopping | diverged: ... | stopped | interrupted
@@ -304,6 +306,9 @@ def validate(cfg: TrainConfig, layers: int | None = None, columns=None, n_train:
                      "expect divergence. Try learning_rate=2e-5.")
     if cfg.schedule not in SCHEDULES:
         raise ConfigError("schedule", cfg.schedule, f"one of {', '.join(SCHEDULES)}", _did_you_mean(cfg.schedule, SCHEDULES))
+    if cfg.precision is not None and cfg.precision not in PRECISIONS:
+        raise ConfigError("precision", cfg.precision, f"one of {', '.join(PRECISIONS)}",
+                          "auto picks bf16 on CPUs with AMX/AVX512-BF16 and on modern GPUs, fp16 on older GPUs.")
     wf = cfg.warmup_fraction
     if isinstance(wf, bool) or not isinstance(wf, (int, float)) or not 0 <= wf < 1:
         raise ConfigError("warmup_fraction", wf, "a fraction in [0, 1) of the optimizer steps",
@@ -689,6 +694,7 @@ def train(cfg: TrainConfig | None = None, *, model=None, data=None, progress: bo
     for note in validate(cfg):
         warnings.warn(note, stacklevel=2)
     device = local_device(pick_device(cfg.device))  # cuda:LOCAL_RANK under torchrun
+    cfg = replace(cfg, precision=pick_precision(device, cfg.precision))  # recorded as what was used
     world = world_size()
     if world > 1:
         if cfg.gradual_unfreezing:
@@ -731,7 +737,7 @@ def train(cfg: TrainConfig | None = None, *, model=None, data=None, progress: bo
         mapping = rates_lr_mapping(model, part_rates(model, lr, low=cfg.lower_layers_lr, lower_layers=cfg.lower_layers), lr)
     else:
         mapping = layerwise_lr_mapping(model, lr, cfg.layerwise_decay)
-    result = TrainResult(config=asdict(cfg), metric=task.metric, device=device, learning_rate=lr,
+    result = TrainResult(config=asdict(cfg), metric=task.metric, device=device, precision=cfg.precision, learning_rate=lr,
                          effective_batch=effective_batch(cfg.batch_size, cfg.grad_accum, world), world_size=world,
                          train_examples=len(task.train), total_params=count_parameters(model))
     result.layer_lrs = part_rates(model, lr, cfg.layerwise_decay, cfg.lower_layers_lr, cfg.lower_layers)
@@ -773,7 +779,7 @@ def train(cfg: TrainConfig | None = None, *, model=None, data=None, progress: bo
             dataloader_num_workers=0,
             **({"ddp_backend": backend(device), "save_on_each_node": True} if world > 1 else {}),
             batch_sampler=BatchSamplers.NO_DUPLICATES if is_inbatch(loss_name) else BatchSamplers.BATCH_SAMPLER,
-            **mixed_precision(device),
+            **mixed_precision(device, cfg.precision),
         )
         recorder = Recorder(result, task.dev_metric_key, stop=stop, on_update=on_update)
         if reuse_start:

@@ -34,8 +34,46 @@ def test_device_override_and_errors(monkeypatch):
             config.pick_device("cuda")
 
 
-def test_mixed_precision_only_on_cuda():
-    assert config.mixed_precision("cpu") == {}
+@pytest.mark.parametrize("device, cpu_bf16, cuda_bf16, expected", [
+    ("cpu", True, None, "bf16"),   # AMX / AVX512-BF16: native bf16
+    ("cpu", False, None, "fp32"),  # no native bf16: autocast would be emulated and slower
+    ("cuda", None, True, "bf16"),  # Ampere and newer
+    ("cuda:1", None, False, "fp16"),  # T4 / V100: bf16 only through emulation, so fp16
+    ("mps", None, None, "fp32"),
+])
+def test_auto_precision_follows_the_hardware(monkeypatch, device, cpu_bf16, cuda_bf16, expected):
+    monkeypatch.delenv(config.PRECISION_ENV, raising=False)
+    monkeypatch.setattr(config, "cpu_has_fast_bf16", lambda: cpu_bf16)
+    monkeypatch.setattr(config, "cuda_has_fast_bf16", lambda: cuda_bf16)
+    assert config.pick_precision(device) == expected
+    flags = config.mixed_precision(device)
+    assert flags == ({"bf16": True} if expected == "bf16" else {"fp16": True} if expected == "fp16" else {})
+
+
+def test_cuda_bf16_check_excludes_emulation(monkeypatch):
+    seen = {}
+
+    def is_bf16_supported(including_emulation=True):
+        seen["including_emulation"] = including_emulation
+        return including_emulation  # a T4: True only through emulation
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
+    assert config.cuda_has_fast_bf16() is False and seen == {"including_emulation": False}
+
+
+def test_precision_override_and_bad_values(monkeypatch):
+    monkeypatch.setenv(config.PRECISION_ENV, "fp32")
+    assert config.pick_precision("cpu") == "fp32" and config.mixed_precision("cpu") == {}
+    assert config.pick_precision("cpu", "bf16") == "bf16"  # the argument wins over the variable
+    monkeypatch.setenv(config.PRECISION_ENV, "half")
+    with pytest.raises(ValueError, match="Unknown precision 'half'.*fp32, bf16, fp16"):
+        config.pick_precision("cpu")
+    with pytest.raises(ValueError, match="fp16' needs a CUDA GPU"):
+        config.pick_precision("cpu", "fp16")
+
+
+def test_this_cpu_probe_matches_torch():
+    expected = torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+    assert config.cpu_has_fast_bf16() == expected
 
 
 def test_seed_everything_repeats_random_draws():

@@ -1,11 +1,15 @@
-"""Verdicts are computed from seeds: a difference inside 2 standard errors is reported as noise."""
+"""Verdicts on paired seeds: a t interval of the per-seed differences decides better / worse / equivalent."""
+import numpy as np
 import pytest
+from scipy import stats
 
-from helpers.verdicts import compare, fmt, mean_sd, results_table, verdict, verdict_keeps
+from helpers.verdicts import (compare, fmt, judge, mean_sd, results_table, seeds_needed, t_interval, verdict,
+                              verdict_keeps)
 
 
-def runs(*tests):
-    return [{"test": t, "dev": t, "wall_s": 1.0} for t in tests]
+def runs(*tests, seeds=None):
+    seeds = range(len(tests)) if seeds is None else seeds
+    return [{"test": t, "dev": t, "wall_s": 1.0, "seed": s} for t, s in zip(tests, seeds)]
 
 
 def test_mean_sd_and_format():
@@ -14,22 +18,82 @@ def test_mean_sd_and_format():
     assert fmt(runs(0.80, 0.82, 0.84)) == "0.8200 ± 0.0200"
 
 
-def test_clear_difference_is_supported():
-    c = compare("linear", runs(0.85, 0.851, 0.852), "constant", runs(0.80, 0.801, 0.802))
-    assert not c.inside_noise and c.diff == pytest.approx(0.05)
-    text = verdict("decay beats a constant rate", c)
-    assert "SUPPORTED" in text and "linear is better" in text
+def test_t_interval_matches_scipy():
+    d = [0.0258, 0.0240, 0.0330]  # the calibration of docs/references.md: constant minus linear, 3 seeds
+    low, high = t_interval(d)
+    ref = stats.t.interval(0.95, 2, loc=np.mean(d), scale=stats.sem(d))
+    assert (low, high) == pytest.approx(ref)
+    assert low == pytest.approx(0.01577, abs=1e-4) and high == pytest.approx(0.03943, abs=1e-4)
+
+
+def test_pairing_uses_the_per_seed_differences():
+    # Seed-to-seed spread is large (0.80..0.84) but B is always exactly 0.01 below A:
+    # paired, the interval is a point at +0.01; unpaired it would straddle zero.
+    a, b = runs(0.80, 0.84, 0.82), runs(0.79, 0.83, 0.81)
+    c = compare("a", a, "b", b, margin=0.005)
+    assert c.paired and c.n == 3 and c.diff == pytest.approx(0.01)
+    assert c.low == pytest.approx(0.01) and c.high == pytest.approx(0.01)
+    assert c.outcome() == "better" and "SUPPORTED" in verdict("a beats b", c)
+    unpaired = compare("a", a, "b", runs(0.79, 0.83, 0.81, seeds=[10, 11, 12]), margin=0.005)
+    assert not unpaired.paired and unpaired.outcome() == "inconclusive"
+
+
+def test_pairs_match_by_seed_not_by_position():
+    a = runs(0.80, 0.84, 0.82, seeds=[0, 1, 2])
+    b = runs(0.81, 0.83, 0.79, seeds=[2, 1, 0])  # same numbers per seed minus 0.01, listed in another order
+    c = compare("a", a, "b", b)
+    assert c.diffs == pytest.approx([0.01, 0.01, 0.01])
+
+
+def test_identical_arms_are_never_better():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        x = list(rng.normal(0.85, 0.01, size=rng.integers(2, 8)))
+        c = compare("a", runs(*x), "b", runs(*x))
+        assert c.outcome() == "equivalent"
+        assert judge(c, "a_better") == "no difference"
+
+
+def test_a_planted_five_sd_difference_is_found():
+    rng = np.random.default_rng(1)
+    found = 0
+    for _ in range(100):
+        base = rng.normal(0.85, 0.02, size=5)
+        noise = rng.normal(0, 0.002, size=5)
+        a, b = base + 5 * 0.002 + noise, base  # per-seed difference: 5 sd of the difference noise
+        c = compare("a", runs(*a), "b", runs(*b), margin=0.001)
+        found += c.outcome() == "better"
+    assert found >= 95
+
+
+def test_equivalence_needs_the_whole_interval_inside_the_margin():
+    inside = compare("a", runs(0.851, 0.852, 0.850), "b", runs(0.850, 0.851, 0.851), margin=0.005)
+    assert inside.outcome() == "equivalent"
+    assert judge(inside, "equivalent") == "supported" and judge(inside, "a_better") == "no difference"
+    # Same mean difference, but a spread that pushes the interval past the margin: not equivalent.
+    wide = compare("a", runs(0.86, 0.84, 0.851), "b", runs(0.85, 0.85, 0.85), margin=0.005)
+    assert wide.outcome() == "inconclusive" and judge(wide, "equivalent") == "inconclusive"
+    # Reliably different beyond the margin: an equivalence claim is contradicted.
+    far = compare("a", runs(0.87, 0.88, 0.875), "b", runs(0.85, 0.86, 0.855), margin=0.005)
+    assert far.outcome() == "better" and judge(far, "equivalent") == "contradicted"
 
 
 def test_reversed_difference_contradicts():
     c = compare("linear", runs(0.80, 0.801, 0.802), "constant", runs(0.85, 0.851, 0.852))
-    assert "CONTRADICTED" in verdict("decay beats a constant rate", c)
+    assert c.outcome() == "worse" and "CONTRADICTED" in verdict("decay beats a constant rate", c)
+    assert "SUPPORTED" in verdict("constant beats decay", c, supported_if_a_better=False)
 
 
-def test_overlapping_seeds_are_noise():
-    c = compare("a", runs(0.80, 0.84, 0.82), "b", runs(0.81, 0.83, 0.825))
-    assert c.inside_noise
-    assert "NOT SHOWN" in verdict("a beats b", c) and "inside the seed noise" in c.sentence()
+def test_inconclusive_says_how_many_seeds_would_decide():
+    c = compare("a", runs(0.80, 0.84, 0.82), "b", runs(0.81, 0.83, 0.80), margin=0.005)
+    assert c.outcome() == "inconclusive"
+    text = verdict("a beats b", c)
+    assert "INCONCLUSIVE" in text and "paired seeds at this spread would decide it" in text
+    n = seeds_needed(c.diff, c.sd_diff, c.margin)
+    half = stats.t.ppf(0.975, n - 1) * c.sd_diff / np.sqrt(n)
+    assert half < abs(c.diff) or abs(c.diff) + half < c.margin
+    half_before = stats.t.ppf(0.975, n - 2) * c.sd_diff / np.sqrt(n - 1)
+    assert not (half_before < abs(c.diff) or abs(c.diff) + half_before < c.margin)
 
 
 def test_one_seed_gives_no_verdict():
@@ -39,35 +103,34 @@ def test_one_seed_gives_no_verdict():
 
 
 def test_lower_is_better_metrics():
-    c = compare("a", runs(1.0, 1.01, 1.02), "b", runs(2.0, 2.01, 2.02), key="test")
+    c = compare("a", runs(1.0, 1.01, 1.02), "b", runs(2.0, 2.01, 2.02), key="test", margin=0.01)
+    assert c.outcome(higher_is_better=False) == "better"
     assert "SUPPORTED" in verdict("a has a lower loss", c, higher_is_better=False)
+
+
+def test_baseline_gain_line_warns_when_training_did_not_help():
+    helped = compare("a", runs(0.86, 0.87, 0.865), "b", runs(0.85, 0.86, 0.855), untuned=0.82)
+    assert "baseline b gains +0.0350 over the untuned model" in helped.sentence()
+    assert "says little" not in helped.sentence()
+    flat = compare("a", runs(0.86, 0.87, 0.865), "b", runs(0.82, 0.821, 0.822), untuned=0.82)
+    assert "did not clearly beat the untuned model" in verdict("a beats b", flat)
+
+
+def test_keeps_quality_is_non_inferiority():
+    kept = compare("frozen", runs(0.848, 0.849, 0.850), "full", runs(0.850, 0.851, 0.852))
+    assert "SUPPORTED" in verdict_keeps("freezing keeps quality", kept, margin=0.01)
+    lost = compare("frozen", runs(0.80, 0.801, 0.802), "full", runs(0.85, 0.851, 0.852))
+    assert "CONTRADICTED" in verdict_keeps("freezing keeps quality", lost, margin=0.01)
+    noisy = compare("frozen", runs(0.80, 0.86, 0.83), "full", runs(0.85, 0.851, 0.852))
+    assert "INCONCLUSIVE" in verdict_keeps("freezing keeps quality", noisy, margin=0.01)
+
+
+def test_unknown_expectation_is_refused():
+    c = compare("a", runs(0.8, 0.81), "b", runs(0.8, 0.81))
+    with pytest.raises(ValueError, match="Unknown expectation"):
+        judge(c, "a_wins")
 
 
 def test_results_table():
     t = results_table({"a": runs(0.8, 0.82), "b": runs(0.7, 0.72)})
     assert list(t.index) == ["a", "b"] and t.loc["a", "seeds"] == 2 and t.loc["b", "test"] == "0.7100 ± 0.0141"
-
-
-def test_min_max_bars_never_negative_for_equal_seeds():
-    """Three seeds with the same score: the mean can differ from each by one ulp (a real crash in notebook 04)."""
-    from helpers.plots import min_max_bars
-
-    for v in ([0.1, 0.1, 0.1], [0.7, 0.7, 0.7], [1 / 3] * 7, [0.8203, 0.8555]):
-        lo, hi = min_max_bars(v)
-        assert lo[0] >= 0 and hi[0] >= 0
-    assert min_max_bars([1.0, 2.0, 3.0]) == [[1.0], [1.0]]
-
-
-def test_keeps_quality_needs_the_whole_noise_band_above_the_margin():
-    same = compare("freeze 4", runs(0.785, 0.786, 0.787), "full", runs(0.785, 0.786, 0.787))
-    assert "SUPPORTED" in verdict_keeps("freezing keeps quality", same)
-    assert "NOT SHOWN" in verdict("freezing keeps quality", same)  # the plain verdict cannot say it
-    slightly_worse = compare("a", runs(0.780, 0.781, 0.782), "b", runs(0.785, 0.786, 0.787))
-    assert "SUPPORTED" in verdict_keeps("a keeps b's quality", slightly_worse)  # 0.005 lost, within 0.01
-    much_worse = compare("a", runs(0.75, 0.751, 0.752), "b", runs(0.785, 0.786, 0.787))
-    assert "CONTRADICTED" in verdict_keeps("a keeps b's quality", much_worse)
-    noisy = compare("a", runs(0.70, 0.80, 0.75), "b", runs(0.785, 0.786, 0.787))
-    assert "NOT SHOWN" in verdict_keeps("a keeps b's quality", noisy)
-    assert "NO VERDICT" in verdict_keeps("a keeps b's quality", compare("a", runs(0.7), "b", runs(0.8)))
-    lower_better = compare("a", runs(1.0, 1.001, 1.002), "b", runs(1.0, 1.001, 1.002))
-    assert "SUPPORTED" in verdict_keeps("a keeps b's loss", lower_better, higher_is_better=False)

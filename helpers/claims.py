@@ -1,0 +1,169 @@
+"""The syllabus's claims and the reference experiments that decide them (every notebook's reference verdicts).
+
+Pure data: no training here. :mod:`helpers.reference` runs the experiments and
+computes the verdicts from the stored records; the notebooks print them.
+
+Design (docs/references.md, "Comparing settings fairly"):
+
+* each experiment trains in a regime where the baseline clearly beats the
+  untuned model (full STS-B for a whole epoch; 1,000 code-search pairs);
+* arms share seeds (same data order, same start), so verdicts are paired;
+* where the claim is about a schedule, a batch, freezing or a loss, the
+  learning rate is a nuisance: it is swept per arm (``rates``) and each arm is
+  compared at its best rate on dev, scored on test.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# The regimes. Sizes "all" mean the whole split.
+STSB = dict(task="stsb", train_size="all", dev_size="all", test_size="all", epochs=1, batch_size=16,
+            max_seq_length=128, evals_per_epoch=2, eval_loss=False, loss="cosent", weight_decay=0.01)
+STSB_SMALL = dict(STSB, train_size=128, epochs=8, evals_per_epoch=1)  # notebook 04's overfitting regime
+CODE = dict(task="codesearch", train_size=1000, dev_size=200, test_size="all", epochs=1, batch_size=32,
+            max_seq_length=64, evals_per_epoch=2, eval_loss=False, loss="mnrl", learning_rate=5e-5,
+            weight_decay=0.01)
+
+SEEDS = (0, 1, 2)
+RATES = (2e-5, 5e-5, 1e-4)  # a log grid from the syllabus's 2e-5 up
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """Arms x rates x seeds in one regime. ``rates`` empty: each arm keeps its own rate."""
+
+    key: str
+    notebook: str  # e.g. "01_learning_rate_schedules": the records go to results/reference/<notebook>.jsonl
+    question: str
+    base: dict
+    arms: dict  # arm name -> TrainConfig changes on top of ``base``
+    rates: tuple = ()
+    seeds: tuple = SEEDS
+    priority: int = 5  # lower runs first
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One syllabus claim, decided by comparing arm ``a`` with arm ``b`` of an experiment."""
+
+    key: str
+    notebook: str
+    text: str
+    experiment: str
+    a: str
+    b: str
+    expect: str = "a_better"  # a_better | b_better | a_not_worse | equivalent (see verdicts.judge)
+    key_metric: str = "test"
+    note: str = ""  # what the claim cannot test as worded, or a caveat on the design
+    extra: dict = field(default_factory=dict)
+
+
+EXPERIMENTS = [
+    Experiment("precision", "00_quickstart", "Does bf16 autocast on the CPU keep fp32's quality?",
+               dict(STSB, train_size=2000, schedule="constant", warmup_fraction=0.0),
+               {"fp32": {"precision": "fp32"}, "bf16": {"precision": "bf16"}}, seeds=(0, 1, 2, 3, 4), priority=0),
+    Experiment("precision_code", "00_quickstart", "Does bf16 keep fp32's quality on code search?",
+               dict(CODE, train_size=600), {"fp32": {"precision": "fp32"}, "bf16": {"precision": "bf16"}},
+               seeds=(0, 1, 2, 3, 4), priority=3),
+    Experiment("schedule", "01_learning_rate_schedules",
+               "Decay after warm-up against a constant rate, each at its best peak rate.",
+               STSB, {"linear, 10% warm-up": {"schedule": "linear", "warmup_fraction": 0.1},
+                      "constant": {"schedule": "constant", "warmup_fraction": 0.0}},
+               rates=RATES, priority=1),
+    Experiment("warmup", "01_learning_rate_schedules", "Warm-up against none, across peak rates (stability).",
+               STSB, {"linear, 10% warm-up": {"schedule": "linear", "warmup_fraction": 0.1},
+                      "linear, no warm-up": {"schedule": "linear", "warmup_fraction": 0.0}},
+               rates=RATES, priority=2),
+    Experiment("cosine", "01_learning_rate_schedules", "Cosine to a 1e-6 floor and OneCycleLR against linear decay.",
+               STSB, {"linear, 10% warm-up": {"schedule": "linear", "warmup_fraction": 0.1},
+                      "cosine to 1e-6": {"schedule": "cosine_floor", "floor": 1e-6, "warmup_fraction": 0.1},
+                      "OneCycleLR": {"schedule": "onecycle", "warmup_fraction": 0.25}},
+               rates=RATES[:3], priority=4),
+    Experiment("freezing", "02_layer_freezing", "Freezing the bottom of the model against training everything.",
+               STSB, {"full": {}, "freeze emb + 4": {"freeze_layers": 4},
+                      "top block only": {"freeze_layers": 5},
+                      "gradual unfreezing": {"gradual_unfreezing": True, "epochs": 3}},
+               rates=(2e-5, 5e-5, 1e-4), priority=6),
+    Experiment("freezing_small", "02_layer_freezing", "Does freezing prevent overfitting on 128 pairs?",
+               STSB_SMALL, {"full": {}, "freeze emb + 4": {"freeze_layers": 4}},
+               rates=(2e-5, 5e-5, 1e-4), priority=5),
+    Experiment("domain_shift", "02_layer_freezing",
+               "Code search (domain shift): all layers with 1e-5 for the lower ones, against freezing.",
+               CODE, {"lower layers 1e-5": {"lower_layers_lr": 1e-5}, "freeze emb + 4": {"freeze_layers": 4},
+                      "full": {}}, priority=5),
+    Experiment("batch", "03_batch_size_and_scaling", "Batch 16 against 64, each at its best rate.",
+               STSB, {"batch 16": {"batch_size": 16}, "batch 64": {"batch_size": 64}},
+               rates=(2e-5, 5e-5, 1e-4, 2e-4), priority=7),
+    Experiment("weight_decay", "03_batch_size_and_scaling", "AdamW weight decay 0, 0.01 and 0.1.",
+               STSB, {"wd 0.01": {"weight_decay": 0.01}, "wd 0": {"weight_decay": 0.0},
+                      "wd 0.1": {"weight_decay": 0.1}}, rates=(2e-5, 5e-5), priority=8),
+    Experiment("stopping", "04_validation_and_early_stopping",
+               "Early stopping (patience 3) watching the metric against the validation loss, on 128 pairs.",
+               dict(STSB_SMALL, epochs=12, evals_per_epoch=2, eval_loss=True, learning_rate=5e-5),
+               {"watch Spearman": {"early_stopping_patience": 3, "early_stopping_metric": "task"},
+                "watch loss": {"early_stopping_patience": 3, "early_stopping_metric": "loss"},
+                "no stopping": {}}, priority=5),
+    Experiment("losses", "05_losses_for_the_task", "CoSENT against CosineSimilarityLoss on STS-B.",
+               STSB, {"CoSENT": {"loss": "cosent"}, "CosineSimilarityLoss": {"loss": "cosine"}},
+               rates=(2e-5, 5e-5, 1e-4), priority=9),
+]
+
+CLAIMS = [
+    Claim("bf16", "00_quickstart", "bf16 autocast on this CPU keeps fp32's quality", "precision", "bf16", "fp32",
+          "equivalent"),
+    Claim("bf16_code", "00_quickstart", "bf16 autocast keeps fp32's quality on code search", "precision_code",
+          "bf16", "fp32", "equivalent"),
+    Claim("avoid_constant", "01_learning_rate_schedules", "Avoid a fixed rate: decay after warm-up beats a constant rate",
+          "schedule", "linear, 10% warm-up", "constant"),
+    Claim("low_rate", "01_learning_rate_schedules", "Start low: 2e-5 to 5e-5 beats a higher rate (1e-4)",
+          "schedule", "linear, 10% warm-up", "linear, 10% warm-up @ 1e-4",
+          extra={"a_rates": (2e-5, 5e-5), "b_rate": 1e-4}),
+    Claim("warmup", "01_learning_rate_schedules", "A 10% warm-up beats no warm-up", "warmup",
+          "linear, 10% warm-up", "linear, no warm-up"),
+    Claim("cosine", "01_learning_rate_schedules", "Cosine decay to a 1e-6 floor beats linear decay", "cosine",
+          "cosine to 1e-6", "linear, 10% warm-up",
+          note="At a peak of 2e-5 a 1e-6 floor changes the last rates by at most 1e-6: the floor itself cannot "
+               "matter; this compares the cosine shape."),
+    Claim("onecycle", "01_learning_rate_schedules", "OneCycleLR does as well as linear decay", "cosine",
+          "OneCycleLR", "linear, 10% warm-up", "a_not_worse"),
+    Claim("freeze_keeps", "02_layer_freezing", "Freezing the embeddings and 4 of 6 layers keeps quality",
+          "freezing", "freeze emb + 4", "full", "a_not_worse"),
+    Claim("top_block", "02_layer_freezing", "Training only the top block (and pooling) keeps quality",
+          "freezing", "top block only", "full", "a_not_worse"),
+    Claim("gradual", "02_layer_freezing", "Gradual unfreezing beats training everything at once", "freezing",
+          "gradual unfreezing", "full", note="Gradual unfreezing runs 3 epochs (one more layer per epoch); "
+          "the other arms run 1, so it also gets more steps."),
+    Claim("freeze_small", "02_layer_freezing", "Freezing prevents overfitting on small data (128 pairs)",
+          "freezing_small", "freeze emb + 4", "full"),
+    Claim("domain_shift", "02_layer_freezing",
+          "Under domain shift, unfreezing all with 1e-5 for the lower layers beats freezing", "domain_shift",
+          "lower layers 1e-5", "freeze emb + 4"),
+    Claim("batch", "03_batch_size_and_scaling", "A larger batch (64) beats 16, each at its best rate", "batch",
+          "batch 64", "batch 16"),
+    Claim("weight_decay", "03_batch_size_and_scaling", "Weight decay 0.01 does no harm against none", "weight_decay",
+          "wd 0.01", "wd 0", "a_not_worse"),
+    Claim("stop_metric", "04_validation_and_early_stopping",
+          "Early stopping on the task metric keeps a better model than on the validation loss", "stopping",
+          "watch Spearman", "watch loss"),
+    Claim("stopping_helps", "04_validation_and_early_stopping",
+          "Early stopping (patience 3, best model kept) beats training to the end", "stopping",
+          "watch Spearman", "no stopping"),
+    Claim("cosent", "05_losses_for_the_task", "CoSENT beats CosineSimilarityLoss on STS-B", "losses",
+          "CoSENT", "CosineSimilarityLoss"),
+]
+
+
+def experiment(key: str) -> Experiment:
+    """The experiment named ``key`` (a clear error lists the names)."""
+    for e in EXPERIMENTS:
+        if e.key == key:
+            return e
+    raise KeyError(f"No reference experiment {key!r}; known: {', '.join(e.key for e in EXPERIMENTS)}.")
+
+
+def claim(key: str) -> Claim:
+    """The claim named ``key`` (a clear error lists the names)."""
+    for c in CLAIMS:
+        if c.key == key:
+            return c
+    raise KeyError(f"No claim {key!r}; known: {', '.join(c.key for c in CLAIMS)}.")
