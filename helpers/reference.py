@@ -296,6 +296,21 @@ def summary_table(store: Path | None = None, notebook: str | None = None):
     return pd.DataFrame(rows)
 
 
+def show(notebook: str, store: Path | None = None) -> None:
+    """Print every claim's reference verdict for one notebook (``"01"``), computed from the stored records.
+
+    The notebooks' "Reference verdicts" cells call this; the records are what ``make reference``
+    stored, so the output is the same on every machine until new records are committed.
+    """
+    records = load_records(store)
+    claims = [c for c in CLAIMS if c.notebook.startswith(notebook)]
+    if not claims:
+        raise KeyError(f"No claims for notebook {notebook!r}; notebooks with claims: "
+                       f"{', '.join(sorted({c.notebook[:2] for c in CLAIMS}))}.")
+    for c in claims:
+        print(claim_verdict(c.key, store, records=records), end="\n\n")
+
+
 # ---------------------------------------------------------------- command line
 def main(argv=None) -> int:
     """``python -m helpers.reference``: run (or list) the reference experiments, resumably."""

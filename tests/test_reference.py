@@ -1,0 +1,108 @@
+"""The reference store: its schema, resumable runs, exact reproduction, and verdicts computed from records."""
+import json
+from dataclasses import fields
+
+import pytest
+
+from helpers import claims as C
+from helpers import reference as R
+from helpers.training import TrainConfig
+
+RUN_FIELDS = {"schema", "kind", "key", "experiment", "arm", "rate", "seed", "config", "metrics", "metric", "evals",
+              "wall_s", "steps_per_s", "peak_mb", "device", "precision", "versions", "finished"}
+VERSION_FIELDS = {"torch", "transformers", "sentence_transformers", "python", "commit"}
+
+
+def check_record(rec: dict) -> None:
+    assert rec["schema"] == R.SCHEMA
+    if rec["kind"] == "untuned":
+        assert {"dev", "test"} <= set(rec["metrics"]) and VERSION_FIELDS <= set(rec["versions"])
+        return
+    assert rec["kind"] == "run" and RUN_FIELDS <= set(rec)
+    assert VERSION_FIELDS <= set(rec["versions"])
+    assert {"dev", "dev_start", "test", "steps", "stop"} <= set(rec["metrics"])
+    known = {f.name for f in fields(TrainConfig)}
+    cfg = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in rec["config"].items() if k in known})
+    assert set(rec["config"]) <= known, "a stored setting that today's TrainConfig no longer has"
+    assert cfg.seed == rec["seed"] and cfg.learning_rate == pytest.approx(rec["rate"])
+    assert rec["precision"] in ("fp32", "bf16", "fp16") and rec["config"]["precision"] == rec["precision"]
+    assert all({"step", "metric"} <= set(e) for e in rec["evals"])
+
+
+def test_every_stored_record_fits_the_schema_and_todays_trainconfig():
+    records = R.load_records()
+    for rec in records.values():
+        check_record(rec)
+    for path in R.REFERENCE_DIR.glob("*.jsonl"):  # every line is whole JSON (an interrupted run never half-writes)
+        for line in path.read_text(encoding="utf-8").splitlines():
+            json.loads(line)
+
+
+def test_claims_name_real_experiments_and_arms():
+    for c in C.CLAIMS:
+        e = C.experiment(c.experiment)
+        assert c.a in e.arms and (c.b in e.arms or "b_rate" in c.extra), c.key
+        assert c.expect in ("a_better", "b_better", "a_not_worse", "equivalent")
+        assert e.notebook == c.notebook
+    assert len({c.key for c in C.CLAIMS}) == len(C.CLAIMS)
+    with pytest.raises(KeyError, match="known: precision"):
+        C.experiment("nope")
+
+
+def test_plan_pairs_seeds_and_shares_identical_runs_across_experiments():
+    sched, warm = C.experiment("schedule"), C.experiment("warmup")
+    runs = R.plan(sched)
+    assert len(runs) == len(sched.arms) * len(sched.rates) * len(sched.seeds)
+    assert [r["seed"] for r in runs[: len(sched.arms) * len(sched.rates)]] == [0] * 6  # seeds outermost
+    shared = {r["key"] for r in runs} & {r["key"] for r in R.plan(warm)}
+    assert len(shared) == len(sched.rates) * len(sched.seeds)  # "linear, 10% warm-up" runs once for both
+
+
+@pytest.mark.slow
+def test_reference_smoke_runs_resume_and_reproduce_exactly(tmp_path, monkeypatch):
+    exp = C.Experiment("tiny", "99_test", "two schedules", dict(C.STSB), {
+        "linear": {"schedule": "linear"}, "constant": {"schedule": "constant", "warmup_fraction": 0.0}},
+        rates=(2e-5, 5e-5), seeds=(0, 1))
+    claim = C.Claim("tiny", "99_test", "linear beats constant", "tiny", "linear", "constant")
+    monkeypatch.setattr(C, "EXPERIMENTS", [exp])
+    monkeypatch.setattr(C, "CLAIMS", [claim])
+    monkeypatch.setattr(R, "experiment", lambda k: exp)
+    monkeypatch.setattr(R, "claim", lambda k: claim)
+    logs = []
+    assert R.run_experiment(exp, tmp_path / "a", smoke=True, progress=False, log=logs.append) == 8
+    first = R.load_records(tmp_path / "a")
+    assert len(first) == 9 and sum(r["kind"] == "untuned" for r in first.values()) == 1
+    for rec in first.values():
+        check_record(rec)
+    assert R.run_experiment(exp, tmp_path / "a", smoke=True, progress=False, log=logs.append) == 0  # resumes
+    assert "8 of 8 runs already stored; 0 to run" in logs[-1]
+    # the same command in a fresh store gives the same numbers on the same machine
+    R.run_experiment(exp, tmp_path / "b", smoke=True, progress=False, log=logs.append)
+    second = R.load_records(tmp_path / "b")
+    assert first.keys() == second.keys()
+    for k in first:
+        assert first[k]["metrics"] == second[k]["metrics"]
+        assert first[k].get("evals") == second[k].get("evals")
+    text = R.claim_verdict("tiny", tmp_path / "a", smoke=True)
+    assert "Claim: linear beats constant" in text and "2 paired seeds" in text and "Stored runs: 8" in text
+    assert "over the untuned model" in text and "Verdict:" in text
+
+
+def test_a_claim_without_records_says_how_to_run_it(tmp_path):
+    text = R.claim_verdict("avoid_constant", tmp_path)
+    assert "NOT YET RUN" in text and "make reference EXPERIMENT=schedule" in text
+
+
+def test_half_written_line_is_never_left(tmp_path):
+    path = tmp_path / "x.jsonl"
+    R.append_record(path, {"key": "a", "v": 1})
+    R.append_record(path, {"key": "b", "v": (1, 2)})
+    lines = path.read_text().splitlines()
+    assert [json.loads(x)["key"] for x in lines] == ["a", "b"] and json.loads(lines[1])["v"] == [1, 2]
+
+
+def test_cli_lists_and_refuses_unknown_experiments(capsys):
+    assert R.main(["--list", "--experiment", "schedule"]) == 0
+    assert "schedule" in capsys.readouterr().out
+    assert R.main(["--experiment", "nope"]) == 2
+    assert "No reference experiment 'nope'" in capsys.readouterr().err
