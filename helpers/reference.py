@@ -311,6 +311,15 @@ def show(notebook: str, store: Path | None = None) -> None:
         print(claim_verdict(c.key, store, records=records), end="\n\n")
 
 
+def markdown_table(df) -> str:
+    """A pandas table as a Markdown table (no extra dependency)."""
+    cols = list(df.columns)
+    rows = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, r in df.iterrows():
+        rows.append("| " + " | ".join("" if v is None or v != v else str(v) for v in r.tolist()) + " |")
+    return "\n".join(rows)
+
+
 # ---------------------------------------------------------------- command line
 def main(argv=None) -> int:
     """``python -m helpers.reference``: run (or list) the reference experiments, resumably."""
@@ -319,6 +328,7 @@ def main(argv=None) -> int:
     p.add_argument("--experiment", nargs="*", help="experiment keys (see --list)")
     p.add_argument("--list", action="store_true", help="list experiments, their runs and what is stored")
     p.add_argument("--verdicts", action="store_true", help="print every claim's reference verdict and stop")
+    p.add_argument("--table", action="store_true", help="print the claim table in Markdown (README) and stop")
     p.add_argument("--store", type=Path, default=None, help="folder of the JSONL records (default results/reference)")
     p.add_argument("--smoke", action="store_true", help="tiny sizes (tests)")
     args = p.parse_args(argv)
@@ -327,6 +337,9 @@ def main(argv=None) -> int:
     except KeyError as exc:
         print(f"error: {exc.args[0]}", file=sys.stderr)
         return 2
+    if args.table:
+        print(markdown_table(summary_table(args.store)))
+        return 0
     if args.verdicts:
         for c in CLAIMS:
             print(claim_verdict(c.key, args.store, args.smoke), end="\n\n")
