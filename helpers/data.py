@@ -1,10 +1,11 @@
 """Data loaders: STS Benchmark, SNLI, and the learner's own pair files.
 
 Used by every notebook (00 measures STS-B, 03 and 05 use SNLI, 07 loads a
-user's file). Each loader looks in the workshop data folder first
-(``$WORKSHOP_DATA_DIR``, then ``data/`` and ``../shared/data`` next to the
-project) and, when the files are absent, loads the same data set from the
-Hugging Face hub. Subsets are seeded and deterministic.
+user's file). Each loader looks for a local copy in ``$WORKSHOP_DATA_DIR``,
+then in the project's ``data/`` folder (nowhere else) and, when the files are
+absent, loads the same data set from the Hugging Face hub. ``make data``
+(:mod:`helpers.datafetch`) writes the local copy once, for rooms without
+internet. Subsets are seeded and deterministic.
 
 Every malformed input raises :class:`DataError` before anything is returned,
 with the file, the line and the problem in one message; nothing is half-loaded.
@@ -32,6 +33,12 @@ STSB_HUB_SPLITS = {"train": "train", "dev": "validation", "test": "test"}
 SNLI_HUB_ID = "stanfordnlp/snli"
 SNLI_HUB_SPLITS = {"dev": "validation", "test": "test", "train": "train"}
 SNLI_LABELS = {0: "entailment", 1: "neutral", 2: "contradiction"}
+# Where each hub data set lives in a local copy (the layout `make data` writes).
+LOCAL_LAYOUT = {STSB_HUB_ID: "stsbenchmark/", SNLI_HUB_ID: "snli/"}
+FETCH_HINT = (
+    "run `make data` (or `python -m helpers.datafetch`) once on a machine with internet, which writes "
+    f"stsbenchmark/ and snli/ into the project's data/ folder, or set ${DATA_ENV} to a folder that holds them"
+)
 
 PAIR_COLUMNS = ("sentence1", "sentence2", "score")
 TRIPLET_COLUMNS = ("anchor", "positive", "negative")
@@ -68,13 +75,16 @@ class SubsetTooLarge(ValueError):
 
 
 def data_dirs(data_dir: str | os.PathLike | None = None) -> list[Path]:
-    """Folders searched for local copies, in order (explicit argument, env var, project data/, ../shared/data)."""
+    """Folders searched for local copies, in order: the argument, ``$WORKSHOP_DATA_DIR``, the project's data/.
+
+    Nowhere else: a copy elsewhere is found by pointing ``$WORKSHOP_DATA_DIR`` at it (notebook 00).
+    """
     dirs = []
     if data_dir is not None:
         dirs.append(Path(data_dir))
     if os.environ.get(DATA_ENV):
         dirs.append(Path(os.environ[DATA_ENV]))
-    dirs += [PROJECT_ROOT / "data", PROJECT_ROOT.parent / "shared" / "data"]
+    dirs.append(PROJECT_ROOT / "data")
     return dirs
 
 
@@ -135,16 +145,28 @@ def parse_stsb_file(path: str | os.PathLike) -> dict[str, list]:
 
 
 def stsb_from_hub_records(records: Iterable[dict], source: str = STSB_HUB_ID) -> dict[str, list]:
-    """Turn hub records of ``sentence-transformers/stsb`` (sentence1, sentence2, score in [0, 1]) into columns."""
+    """Turn hub records of ``sentence-transformers/stsb`` (sentence1, sentence2, score in [0, 1]) into columns.
+
+    Sentences are cleaned as in the official files (stripped, no tab or line break inside), so a copy
+    written by ``make data`` reads back the same (notebook 00).
+    """
     cols: dict[str, list] = {"sentence1": [], "sentence2": [], "score": []}
     for n, rec in enumerate(records, start=1):
         missing = [c for c in PAIR_COLUMNS if c not in rec]
         if missing:
             raise DataError(source, n, f"record lacks {missing}; has {sorted(rec)}")
-        cols["sentence1"].append(str(rec["sentence1"]).strip())
-        cols["sentence2"].append(str(rec["sentence2"]).strip())
+        for name in ("sentence1", "sentence2"):
+            text = _one_line(rec[name])
+            if not text:
+                raise DataError(source, n, f"empty {name}")
+            cols[name].append(text)
         cols["score"].append(_parse_score(rec["score"], source, n, (0.0, 1.0)))
     return cols
+
+
+def _one_line(value) -> str:
+    """A hub text field as one stripped line: tabs and line breaks inside become spaces."""
+    return re.sub(r"[\t\r\n]+", " ", str(value).strip())
 
 
 def load_stsb(
@@ -178,10 +200,19 @@ _DETOK = [
 
 
 def detokenize(text: str) -> str:
-    """Undo SNLI's PTB tokenisation: ``does n't go .`` -> ``doesn't go.``."""
-    for pattern, repl in _DETOK:
-        text = pattern.sub(repl, text)
-    return text.strip()
+    """Undo SNLI's PTB tokenisation: ``does n't go .`` -> ``doesn't go.``.
+
+    Applied until nothing changes, so it is idempotent: text that is already plain (the hub's
+    ``stanfordnlp/snli``) passes through as ``detokenize`` would leave it, on both data paths.
+    """
+    for _ in range(10):
+        before = text
+        for pattern, repl in _DETOK:
+            text = pattern.sub(repl, text)
+        text = text.strip()
+        if text == before:
+            break
+    return text
 
 
 def snli_rows_from_files(split: str, data_dir: str | os.PathLike | None = None) -> list[tuple[str, str, str]] | None:
@@ -202,14 +233,23 @@ def snli_rows_from_files(split: str, data_dir: str | os.PathLike | None = None) 
 
 
 def snli_rows_from_hub_records(records: Iterable[dict], source: str = SNLI_HUB_ID) -> list[tuple[str, str, str]]:
-    """(premise, hypothesis, label) rows from ``stanfordnlp/snli`` records (label 0/1/2, -1 = no gold label)."""
+    """(premise, hypothesis, label) rows from ``stanfordnlp/snli`` records (label 0/1/2, -1 = no gold label).
+
+    Rows without a gold label or with an empty sentence are left out. Texts go through
+    :func:`detokenize` like the local files' (a no-op on plain text apart from stray spaces before
+    punctuation), so the hub and a ``make data`` copy give the same rows (notebooks 03 and 05).
+    """
     rows = []
     for n, rec in enumerate(records, start=1):
         if not {"premise", "hypothesis", "label"} <= set(rec):
             raise DataError(source, n, f"record lacks premise/hypothesis/label; has {sorted(rec)}")
-        if rec["label"] not in SNLI_LABELS:
-            continue  # -1: no gold label
-        rows.append((str(rec["premise"]).strip(), str(rec["hypothesis"]).strip(), SNLI_LABELS[rec["label"]]))
+        if isinstance(rec["label"], bool) or rec["label"] not in SNLI_LABELS:
+            if rec["label"] in (-1, None):
+                continue  # no gold label
+            raise DataError(source, n, f"unknown label {rec['label']!r}; expected 0, 1, 2 or -1 (no gold label)")
+        premise, hypothesis = detokenize(str(rec["premise"])), detokenize(str(rec["hypothesis"]))
+        if premise and hypothesis:
+            rows.append((premise, hypothesis, SNLI_LABELS[rec["label"]]))
     return rows
 
 
@@ -445,16 +485,22 @@ def _parse_score(value, path, line, score_range: tuple[float, float]) -> float:
 
 
 def _hub_records(dataset_id: str, split: str):
-    """Records of a hub data set (needs internet or a populated cache)."""
+    """Records of a hub data set (needs internet or a populated cache); a clear :class:`DataError` otherwise."""
     from datasets import load_dataset
 
     try:
         return load_dataset(dataset_id, split=split)
     except Exception as exc:
-        raise DataError(
-            None,
-            None,
-            f"no local copy found in {[str(d) for d in data_dirs()]} and loading {dataset_id!r} "
-            f"({split}) from the Hugging Face hub failed: {type(exc).__name__}: {exc}. "
-            f"Set ${DATA_ENV} to a folder holding stsbenchmark/ and snli/.",
-        ) from exc
+        raise DataError(None, None, missing_data_message(dataset_id, split, exc)) from exc
+
+
+def missing_data_message(dataset_id: str, split: str, exc: BaseException | None = None) -> str:
+    """What to do when a data set is neither on disk nor reachable on the hub (notebook 00's first data cell)."""
+    where = LOCAL_LAYOUT.get(dataset_id, "")
+    looked = ", ".join(str(d / where) for d in data_dirs())
+    env = f"${DATA_ENV} is not set" if not os.environ.get(DATA_ENV) else f"${DATA_ENV}={os.environ[DATA_ENV]}"
+    offline = (" HF_HUB_OFFLINE=1 is set, so the hub was not tried; unset it on a machine with internet."
+               if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"} else "")
+    cause = f" (hub error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})" if exc else ""
+    return (f"The workshop data {dataset_id!r} ({split}) is not on this machine and could not be loaded from "
+            f"the Hugging Face hub. To fix: {FETCH_HINT}. Looked in: {looked} ({env}).{offline}{cause}")

@@ -1,35 +1,58 @@
 #!/usr/bin/env bash
-# Install the browser the end-to-end widget test drives (tests/browser): Debian's `chromium`.
-# Idempotent: does nothing when the browser is already there. Needs root or sudo and apt.
-# Override the browser with CHROMIUM=/path/to/chromium (then nothing is installed).
-set -euo pipefail
+# Find the browser the end-to-end widget test drives (tests/browser), installing Debian's `chromium`
+# when there is none and this machine can (apt and root or password-less sudo).
+# Prints the browser's path on stdout (messages go to stderr); `make test-browser` passes it on as CHROMIUM.
+#   exit 0  a browser is there (or was installed)
+#   exit 3  none here, and none can be installed (no apt, or no root/sudo): `make test` skips the
+#           browser tests with one line, `.ci/run` (BROWSER_TESTS=required) fails
+#   exit 1  an install was tried and failed, or $CHROMIUM points at nothing runnable
+# Looks at $CHROMIUM, then chromium, chromium-browser, google-chrome(-stable) on PATH, then the macOS apps.
+set -uo pipefail
 
-BROWSER="${CHROMIUM:-/usr/bin/chromium}"
-if [ -x "$BROWSER" ]; then
-    echo "browser: $("$BROWSER" --version 2>/dev/null || echo "$BROWSER")"
+say() { echo "$@" >&2; }
+found() {
+    say "browser: $("$1" --version 2>/dev/null || echo "$1")"
+    echo "$1"
     exit 0
-fi
-
-fail() {
-    echo "ERROR: could not install Chromium for the browser test (tests/browser): $1" >&2
-    echo "       Install it yourself (Debian/Ubuntu: 'sudo apt-get install -y chromium')," >&2
-    echo "       or point CHROMIUM=/path/to/chromium at a Chromium/Chrome binary." >&2
-    exit 1
 }
 
-command -v apt-get >/dev/null 2>&1 || fail "apt-get not found (not a Debian-based system)"
+if [ -n "${CHROMIUM:-}" ]; then
+    [ -x "$CHROMIUM" ] && found "$CHROMIUM"
+    say "ERROR: CHROMIUM=$CHROMIUM is not an executable file; point it at a Chromium or Chrome binary."
+    exit 1
+fi
+for name in chromium chromium-browser google-chrome google-chrome-stable; do
+    path=$(command -v "$name" 2>/dev/null) && [ -x "$path" ] && found "$path"
+done
+for path in "/Applications/Chromium.app/Contents/MacOS/Chromium" \
+            "/Applications/Google Chrome.app/Contents/MacOS/Google Chrome"; do
+    [ -x "$path" ] && found "$path"
+done
+
+cannot() {
+    say "No Chromium found, and none can be installed here: $1."
+    say "To run the browser tests, install Chromium or Chrome yourself (Debian/Ubuntu: 'sudo apt-get install -y chromium'),"
+    say "or set CHROMIUM=/path/to/chromium."
+    exit 3
+}
+command -v apt-get >/dev/null 2>&1 || cannot "apt-get not found (not a Debian-based system)"
 if [ "$(id -u)" -eq 0 ]; then
     SUDO=""
 elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
     SUDO="sudo -n"
 else
-    fail "installing packages needs root or password-less sudo"
+    cannot "installing packages needs root or password-less sudo"
 fi
 
-echo "Installing Debian's chromium (for the browser test)..."
+fail() {
+    say "ERROR: could not install Chromium for the browser tests (tests/browser): $1"
+    say "       Install it yourself (Debian/Ubuntu: 'sudo apt-get install -y chromium'), or set CHROMIUM=/path/to/chromium."
+    exit 1
+}
+say "Installing Debian's chromium (for the browser tests)..."
 export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq || fail "apt-get update failed"
+$SUDO apt-get update -qq >&2 || fail "apt-get update failed"
 $SUDO apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null \
     || fail "apt-get install chromium failed"
-[ -x "$BROWSER" ] || fail "apt-get finished but $BROWSER is missing"
-echo "browser: $("$BROWSER" --version 2>/dev/null || echo "$BROWSER")"
+[ -x /usr/bin/chromium ] || fail "apt-get finished but /usr/bin/chromium is missing"
+found /usr/bin/chromium
