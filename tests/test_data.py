@@ -100,7 +100,7 @@ def test_hub_failure_says_how_to_fix(monkeypatch, tmp_path):
 
     import datasets
     monkeypatch.setattr(datasets, "load_dataset", offline)
-    with pytest.raises(DataError, match="WORKSHOP_DATA_DIR"):
+    with pytest.raises(DataError, match="run `make data`.*on a machine with internet.*WORKSHOP_DATA_DIR"):
         D.load_stsb("test")
 
 
