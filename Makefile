@@ -62,15 +62,14 @@ test-nb: $(STAMP)
 # finds a Chromium or installs Debian's (exit 3: none here and no way to install one).
 # Screenshots: tests/browser/screenshots/.
 test-browser: $(STAMP)
-	@browser=$$(tools/install_browser.sh); status=$$?; \
+	@out=$$(tools/install_browser.sh); status=$$?; \
 	if [ $$status -eq 0 ]; then \
-		echo "CHROMIUM=$$browser WORKSHOP_SCALE=smoke $(BIN)/python -m pytest tests/browser -q -m browser"; \
-		CHROMIUM="$$browser" WORKSHOP_SCALE=smoke $(BIN)/python -m pytest tests/browser -q -m browser; \
+		echo "CHROMIUM=$$out WORKSHOP_SCALE=smoke $(BIN)/python -m pytest tests/browser -q -m browser"; \
+		CHROMIUM="$$out" WORKSHOP_SCALE=smoke $(BIN)/python -m pytest tests/browser -q -m browser; \
 	elif [ $$status -eq 3 ] && [ "$(BROWSER_TESTS)" != required ]; then \
-		echo "SKIPPED browser tests (tests/browser): no Chromium found and none can be installed here; install one or set CHROMIUM=/path/to/chromium to run them."; \
+		echo "SKIPPED browser tests (tests/browser): $$out; to run them, install Chromium (Debian/Ubuntu: sudo apt-get install chromium) or set CHROMIUM=/path/to/chromium"; \
 	elif [ $$status -eq 3 ]; then \
-		echo "ERROR: the browser tests are required here (BROWSER_TESTS=required) and no Chromium is available." >&2; \
-		exit 1; \
+		echo "ERROR: the browser tests are required here (BROWSER_TESTS=required), but $$out" >&2; exit 1; \
 	else exit $$status; fi
 
 # Re-execute every notebook in place at workshop scale (the stored outputs readers see on GitHub).

@@ -202,8 +202,8 @@ _DETOK = [
 def detokenize(text: str) -> str:
     """Undo SNLI's PTB tokenisation: ``does n't go .`` -> ``doesn't go.``.
 
-    Applied until nothing changes, so it is idempotent: text that is already plain (the hub's
-    ``stanfordnlp/snli``) passes through as ``detokenize`` would leave it, on both data paths.
+    The rules are repeated until nothing changes, so ``detokenize(detokenize(t)) == detokenize(t)``:
+    the hub's plain text, detokenised once and written by ``make data``, reads back unchanged.
     """
     for _ in range(10):
         before = text

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Find the browser the end-to-end widget test drives (tests/browser), installing Debian's `chromium`
 # when there is none and this machine can (apt and root or password-less sudo).
-# Prints the browser's path on stdout (messages go to stderr); `make test-browser` passes it on as CHROMIUM.
-#   exit 0  a browser is there (or was installed)
-#   exit 3  none here, and none can be installed (no apt, or no root/sudo): `make test` skips the
-#           browser tests with one line, `.ci/run` (BROWSER_TESTS=required) fails
-#   exit 1  an install was tried and failed, or $CHROMIUM points at nothing runnable
+#   exit 0  a browser is there (or was installed): its path on stdout, which `make test-browser`
+#           passes on as CHROMIUM
+#   exit 3  none here, and none can be installed (no apt, or no root/sudo): the reason, one line on
+#           stdout; `make test` skips the browser tests with it, `.ci/run` (BROWSER_TESTS=required) fails
+#   exit 1  an install was tried and failed, or $CHROMIUM points at nothing runnable (stderr says why)
 # Looks at $CHROMIUM, then chromium, chromium-browser, google-chrome(-stable) on PATH, then the macOS apps.
 set -uo pipefail
 
@@ -30,12 +30,10 @@ for path in "/Applications/Chromium.app/Contents/MacOS/Chromium" \
 done
 
 cannot() {
-    say "No Chromium found, and none can be installed here: $1."
-    say "To run the browser tests, install Chromium or Chrome yourself (Debian/Ubuntu: 'sudo apt-get install -y chromium'),"
-    say "or set CHROMIUM=/path/to/chromium."
+    echo "no Chromium or Chrome found, and none can be installed here ($1)"
     exit 3
 }
-command -v apt-get >/dev/null 2>&1 || cannot "apt-get not found (not a Debian-based system)"
+command -v apt-get >/dev/null 2>&1 || cannot "no apt-get: not a Debian-based system"
 if [ "$(id -u)" -eq 0 ]; then
     SUDO=""
 elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
