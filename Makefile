@@ -48,7 +48,9 @@ lab: $(STAMP)
 data: $(STAMP)
 	$(BIN)/python -m helpers.datafetch
 
-test: $(STAMP) test-py test-nb test-browser
+# The tests run offline on the real data: `data` fetches it first when there is no local copy yet
+# (a no-op when $WORKSHOP_DATA_DIR or data/ already holds it).
+test: $(STAMP) data test-py test-nb test-browser
 
 test-py: $(STAMP)
 	WORKSHOP_SCALE=smoke $(BIN)/python -m pytest tests -q --ignore=tests/browser
