@@ -238,5 +238,18 @@ def environment_report(device: str | None = None) -> dict:
         "cuda": torch.version.cuda or "none",
         "cpu threads": torch.get_num_threads(),
         "scale": get_scale().name,
-        "data": str(stsb.parent.parent) if stsb else "Hugging Face hub (no local copy)",
+        "data": _data_source(stsb),
     }
+
+
+def _data_source(found) -> str:
+    """Where the data comes from, without machine-specific paths (notebook 00's environment cell)."""
+    from pathlib import Path
+
+    if found is None:
+        return "Hugging Face hub (no local copy)"
+    root = found.parent.parent.resolve()
+    env = os.environ.get("WORKSHOP_DATA_DIR")
+    if env and Path(env).resolve() == root:
+        return "local copy in $WORKSHOP_DATA_DIR"
+    return "local copy in data/"
