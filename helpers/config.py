@@ -47,6 +47,9 @@ class Scale:
     sweep_test_size: int | None = None
     range_test_steps: int = 100  # optimizer steps of the learning-rate range test
     search_trials: int = 14  # Optuna trials of a hyperparameter search on a subset (notebooks 06, 07)
+    # bottom layers (and the embeddings) frozen in the sweeps of notebooks 01 and 03 to fit a CPU budget;
+    # 0 at full scale: a GPU trains the whole model, which is what the claims are about
+    sweep_freeze_layers: int = 4
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -59,7 +62,7 @@ SCALES: dict[str, Scale] = {
     "workshop": Scale("workshop", 1000, 300, None, 600, 200, (0, 1, 2), 1, 16, 128, 4, 256, 150, 300, 80),
     # Everything, for a GPU.
     "full": Scale("full", None, None, None, None, None, (0, 1, 2, 3, 4), 4, 32, 256, 4, None, None, None, 300,
-                  search_trials=40),
+                  search_trials=40, sweep_freeze_layers=0),
 }
 DEFAULT_SCALE = "workshop"
 
@@ -194,6 +197,9 @@ def setup(scale: str | None = None, device: str | None = None, seed: int | None 
           precision: str | None = None) -> Setup:
     """Configure a notebook: quiet logs, scale, device, precision and seed (first cell of every notebook).
 
+    With several GPUs visible and no torchrun, only one (``cuda:N``, else the first) is left
+    visible to this process (:func:`helpers.devices.pin_one_gpu`).
+
     The precision chosen here (``$WORKSHOP_PRECISION`` or ``auto``) is the one every later
     :func:`helpers.train` call uses unless its config says otherwise.
     """
@@ -208,7 +214,13 @@ def setup(scale: str | None = None, device: str | None = None, seed: int | None 
         hf_logging.disable_progress_bar()
     except Exception:  # pragma: no cover - logging is cosmetic
         pass
-    dev = pick_device(device)
+    from .devices import pin_one_gpu
+
+    asked = device or os.environ.get(DEVICE_ENV)
+    pinned = pin_one_gpu(asked)  # several GPUs, one process: only one stays visible (before CUDA starts)
+    if pinned != asked and os.environ.get(DEVICE_ENV):
+        os.environ[DEVICE_ENV] = pinned  # cuda:N is now this process's only GPU, cuda
+    dev = pick_device(pinned)
     prec = pick_precision(dev, precision)
     if precision:
         os.environ[PRECISION_ENV] = prec  # later train() calls in this kernel use the same precision

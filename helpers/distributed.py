@@ -378,13 +378,37 @@ def worker_argv(parser, args, *, worker: int, storage: str, output: Path, scale:
     return argv
 
 
+def _gpu_count() -> int:
+    from .devices import gpu_count
+
+    return gpu_count()
+
+
+def worker_env(base: dict, k: int, n_workers: int, n_gpus: int, cpu_count: int | None = None) -> dict:
+    """The environment of local search worker ``k`` of ``n_workers`` (:func:`run_workers`).
+
+    The workers share the cores (``OMP_NUM_THREADS``, unless set) and, with ``n_gpus`` GPUs
+    visible, worker ``k`` sees only GPU ``k % n_gpus`` (``CUDA_VISIBLE_DEVICES``; a list the
+    parent already had is respected: worker ``k`` gets its ``k % n``-th entry).
+    """
+    env = dict(base)
+    if "OMP_NUM_THREADS" not in env:  # N workers share the cores instead of each taking all of them
+        env["OMP_NUM_THREADS"] = str(max(1, (cpu_count or os.cpu_count() or 1) // n_workers))
+    if n_gpus > 0:
+        listed = [v.strip() for v in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+        ids = listed[:n_gpus] if len(listed) >= n_gpus else [str(i) for i in range(n_gpus)]
+        env["CUDA_VISIBLE_DEVICES"] = ids[k % n_gpus]
+    return env
+
+
 def run_workers(parser, args, recipe, progress: bool = True) -> dict:
     """Start ``args.workers`` local ``search`` workers on the recipe's study, wait for all, report (``--workers N``).
 
     Worker ``k`` runs ``python -m helpers search`` with the same options,
     ``--worker args.worker * N + k`` (its sampler seed), the recipe's storage and
     study name, ``--output DIR/workers/k`` (its own summary and best model) and its
-    log in ``DIR/workers/worker-k.log``. Ctrl-C is forwarded to every worker (each
+    log in ``DIR/workers/worker-k.log``; on a machine with GPUs it sees only GPU ``k % GPUs``
+    (:func:`worker_env`). Ctrl-C is forwarded to every worker (each
     stops after its trial cleanly). Returns ``{"count", "exit_codes", "logs",
     "trials_by_worker", "interrupted", "wall_s"}``; the best trial's model is moved
     to ``DIR/best_trial_model``. Used by :mod:`helpers.cli`.
@@ -395,9 +419,7 @@ def run_workers(parser, args, recipe, progress: bool = True) -> dict:
     folder = recipe.output / "workers"
     folder.mkdir(parents=True, exist_ok=True)
     storage = S.storage_url(recipe.storage)
-    env = dict(os.environ)
-    if "OMP_NUM_THREADS" not in env:  # N workers share the cores instead of each taking all of them
-        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // n))
+    gpus = _gpu_count()
     procs, logs = [], []
     start = time.perf_counter()
     try:
@@ -409,7 +431,8 @@ def run_workers(parser, args, recipe, progress: bool = True) -> dict:
             logs.append(log)
             with open(log, "w", encoding="utf-8") as fh:
                 procs.append(subprocess.Popen([sys.executable, "-m", "helpers", "search", *argv], stdout=fh,
-                                              stderr=subprocess.STDOUT, env=env, cwd=os.getcwd(),
+                                              stderr=subprocess.STDOUT, env=worker_env(os.environ, k, n, gpus),
+                                              cwd=os.getcwd(),
                                               start_new_session=True))  # Ctrl-C reaches them only through us
         codes, interrupted = _wait(procs, recipe, progress), False
     except KeyboardInterrupt:
@@ -531,7 +554,7 @@ def main(argv=None) -> int:
 __all__ = ["world_size", "rank", "local_rank", "is_distributed", "is_main_process", "local_device", "check_launch",
            "init_process_group", "backend", "barrier", "broadcast", "shared_tempdir", "data_parallel_steps",
            "check_rows", "score_once", "SyncStop", "lockstep_search", "SurplusTrial", "TrialBudget",
-           "is_memory_storage", "check_workers", "worker_argv", "run_workers", "worker_failure", "main"]
+           "is_memory_storage", "check_workers", "worker_argv", "worker_env", "run_workers", "worker_failure", "main"]
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -1,4 +1,4 @@
-"""Peak memory of a block of code, on CPU (process RSS, sampled) and CUDA (allocator peak).
+"""Peak memory of a block of code: CUDA (allocator peak), Apple MPS (Metal driver allocations), CPU (process RSS).
 
 Used by the training runner for every result, and by notebooks 02 and 03
 when they compare freezing and batch sizes.
@@ -10,13 +10,39 @@ import threading
 import psutil
 
 
+CUDA_ALLOCATOR = "CUDA allocator peak"
+MPS_DRIVER = "MPS driver allocations"
+PROCESS_RSS = "process RSS"
+
+
+def memory_source(device: str) -> str:
+    """What :class:`PeakMemory` measures on ``device``: the CUDA allocator, the MPS driver, or the process's RSS.
+
+    On Apple MPS the driver's figure is used where torch has ``torch.mps.driver_allocated_memory``;
+    otherwise the figure is the process's resident memory, which does not track Metal allocations
+    (say so next to any MPS figure).
+    """
+    kind = str(device).split(":")[0]
+    if kind == "cuda":
+        return CUDA_ALLOCATOR
+    if kind == "mps":
+        import torch
+
+        if callable(getattr(getattr(torch, "mps", None), "driver_allocated_memory", None)):
+            return MPS_DRIVER
+    return PROCESS_RSS
+
+
 class PeakMemory:
     """Context manager measuring peak memory in MiB while the block runs.
 
-    ``peak_mb``: on CUDA the allocator's peak; on CPU the highest resident set
-    size seen (sampled every ``interval`` seconds). ``delta_mb``: the peak
-    above what the process held when the block started (CPU), which is what a
-    setting added.
+    ``peak_mb``: on CUDA the allocator's peak; on Apple MPS the highest memory
+    the Metal driver had allocated for this process (``torch.mps.driver_allocated_memory``,
+    sampled), because the process's resident set does not track Metal allocations; on
+    CPU (and on MPS with a torch that lacks that function) the highest resident set
+    size seen (sampled every ``interval`` seconds). ``source`` says which of these the
+    figure is (:func:`memory_source`). ``delta_mb``: the peak above what was held when the
+    block started, which is what a setting added.
     """
 
     def __init__(self, device: str = "cpu", interval: float = 0.02):
@@ -24,6 +50,7 @@ class PeakMemory:
         self.interval = interval
         self.peak_mb = 0.0
         self.start_mb = 0.0
+        self.source = memory_source(device)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -32,6 +59,10 @@ class PeakMemory:
         return max(0.0, self.peak_mb - self.start_mb)
 
     def _rss(self) -> float:
+        if self.source == MPS_DRIVER:
+            import torch
+
+            return torch.mps.driver_allocated_memory() / 2**20
         return psutil.Process().memory_info().rss / 2**20
 
     def _watch(self) -> None:

@@ -39,6 +39,8 @@ from .memory import PeakMemory
 from .models import count_parameters, load_model, n_layers
 from .schedules import SCHEDULES, build_scheduler, warmup_steps
 from .data import SubsetTooLarge
+from .devices import (BestWeights, best_weights_place, check_one_gpu, check_trainer_batch, drop_nonfinite_grads,
+                      loader_settings, logging_steps, sync_free_guard)
 from .tasks import load_task
 
 ALL = "all"
@@ -603,6 +605,7 @@ def _trainer_class():
         """The library's trainer; only the scheduler comes from :func:`helpers.schedules.build_scheduler`."""
 
         schedule_spec: dict = {}
+        sync_free_guard: bool = False  # CUDA: check the loss without waiting for the GPU (helpers.devices)
 
         def add_model_card_callback(self, default_args_dict):
             """Skip model-card tracking: it embeds widget examples at every start (slow on a CPU)."""
@@ -614,13 +617,8 @@ def _trainer_class():
             model keeps the last finite weights while the :class:`Recorder` sees
             the loss in the log and stops the run.
             """
-            import torch
-
             loss = super().training_step(model, inputs, num_items_in_batch)
-            if not bool(torch.isfinite(loss.detach()).all()):
-                if self.optimizer is not None:
-                    self.optimizer.zero_grad(set_to_none=True)
-                model.zero_grad(set_to_none=True)
+            drop_nonfinite_grads(model, self.optimizer, loss, wait=not self.sync_free_guard)
             return loss
 
         def create_scheduler(self, num_training_steps, optimizer=None):
@@ -696,6 +694,7 @@ def train(cfg: TrainConfig | None = None, *, model=None, data=None, progress: bo
     device = local_device(pick_device(cfg.device))  # cuda:LOCAL_RANK under torchrun
     cfg = replace(cfg, precision=pick_precision(device, cfg.precision))  # recorded as what was used
     world = world_size()
+    check_one_gpu(device)  # one process trains on one GPU (helpers.devices); torchrun for several
     if world > 1:
         if cfg.gradual_unfreezing:
             raise ConfigError("gradual_unfreezing", True, f"False when {world} processes train together",
@@ -747,6 +746,9 @@ def train(cfg: TrainConfig | None = None, *, model=None, data=None, progress: bo
         loss.gather_across_devices = cfg.gather_across_devices
     use_best = cfg.early_stopping_patience is not None
     metric_for_best = "loss" if cfg.early_stopping_metric == "loss" else task.dev_metric_key
+    # CUDA: the best weights stay in memory when they fit (helpers.devices); elsewhere checkpoints on disk
+    keep = best_weights_place(device, _weight_bytes(model), world=world) if use_best else "disk"
+    on_disk = use_best and keep == "disk"
     tmp = shared_tempdir("workshop-run-")  # the same folder on every process: all restore the same checkpoint
     try:
         args = SentenceTransformerTrainingArguments(
@@ -763,20 +765,20 @@ def train(cfg: TrainConfig | None = None, *, model=None, data=None, progress: bo
             eval_strategy="steps" if evaluate else "no",
             eval_steps=eval_steps,
             eval_on_start=evaluate and not reuse_start,
-            logging_steps=1,
+            logging_steps=logging_steps(device, total),  # 1 on a CPU; every few steps on CUDA
             logging_nan_inf_filter=False,
-            save_strategy="steps" if use_best else "no",
+            save_strategy="steps" if on_disk else "no",
             save_steps=eval_steps,
             save_only_model=True,
-            save_total_limit=2 if use_best else None,
-            load_best_model_at_end=use_best,
+            save_total_limit=2 if on_disk else None,
+            load_best_model_at_end=on_disk,
             metric_for_best_model=metric_for_best if use_best else None,
             seed=cfg.seed,
             data_seed=cfg.seed,
             report_to="none",
             disable_tqdm=True,
             use_cpu=device == "cpu",
-            dataloader_num_workers=0,
+            **loader_settings(device),  # CPU: none; CUDA: persistent workers tokenise ahead
             **({"ddp_backend": backend(device), "save_on_each_node": True} if world > 1 else {}),
             batch_sampler=BatchSamplers.NO_DUPLICATES if is_inbatch(loss_name) else BatchSamplers.BATCH_SAMPLER,
             **mixed_precision(device, cfg.precision),
@@ -794,14 +796,20 @@ def train(cfg: TrainConfig | None = None, *, model=None, data=None, progress: bo
         if cfg.gradual_unfreezing:
             unfreezer = GradualUnfreezing(model, cfg.unfreeze_start_layers)
             cbs.append(unfreezer)
+        keeper = None
         if use_best:
             cbs.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
+            if not on_disk:
+                keeper = BestWeights(model, f"eval_{metric_for_best}", cfg.early_stopping_metric != "loss", keep)
+                cbs.append(keeper)
         if progress and is_main_process():
             cbs.append(ProgressBar(f"{task.name} {loss_name} lr={lr:.1e}", task.dev_metric_key))
         Trainer = _trainer_class()
         trainer = Trainer(model=model, args=args, train_dataset=task.train,
                           eval_dataset=task.dev if evaluate and cfg.eval_loss else None,
                           loss=loss, evaluator=task.dev_evaluator if evaluate else None, callbacks=cbs)
+        check_trainer_batch(trainer.args, cfg.batch_size)  # no nn.DataParallel multiplying the batch
+        trainer.sync_free_guard = sync_free_guard(device)
         trainer.schedule_spec = {"schedule": cfg.schedule, "warmup_fraction": cfg.warmup_fraction,
                                  "floor": cfg.floor, "decay_fraction": cfg.decay_fraction}
         _quiet_trainer(trainer)
@@ -832,7 +840,7 @@ def train(cfg: TrainConfig | None = None, *, model=None, data=None, progress: bo
                     p.requires_grad_(True)
             model.zero_grad(set_to_none=True)
             trainer.optimizer = trainer.lr_scheduler = None
-            trainer = loss = recorder = cbs = unfreezer = initial = None
+            trainer = loss = recorder = cbs = unfreezer = initial = keeper = None
             if own_model:
                 model = None
             _free_accelerator_memory()
@@ -840,7 +848,8 @@ def train(cfg: TrainConfig | None = None, *, model=None, data=None, progress: bo
         if result.stop_reason == "finished" and use_best and trainer.state.global_step < trainer.state.max_steps:
             result.stop_reason = "early stopping"
         if use_best:
-            result.best_step = _restore_best(trainer, model, result, initial, cfg.early_stopping_metric == "loss")
+            result.best_step = _restore_best(trainer, model, result, initial, cfg.early_stopping_metric == "loss",
+                                             memory=keeper)
         result.trainable_params = max(trainable, count_parameters(model, trainable_only=True))
         result.steps = trainer.state.global_step
         result.steps_per_sec = result.steps / result.wall_time if result.wall_time else 0.0
@@ -876,13 +885,14 @@ def _quiet_trainer(trainer) -> None:
         pass
 
 
-def _restore_best(trainer, model, result: TrainResult, initial: dict, by_loss: bool) -> int | None:
+def _restore_best(trainer, model, result: TrainResult, initial: dict, by_loss: bool, memory=None) -> int | None:
     """Make sure ``model`` holds the best evaluation's weights; return that evaluation's step.
 
     The trainer restores its best checkpoint itself, but it never counts the
     evaluation before training (step 0, no checkpoint) and it restores nothing
     after an interrupt. When the untrained model was best, its weights come
-    back from ``initial``.
+    back from ``initial``. ``memory``: a :class:`helpers.devices.BestWeights` holding the
+    best weights in memory (CUDA), used instead of checkpoints.
     """
     key = "loss" if by_loss else "metric"
     evals = [e for e in result.evals if e.get(key) is not None]
@@ -891,6 +901,9 @@ def _restore_best(trainer, model, result: TrainResult, initial: dict, by_loss: b
     best = (min if by_loss else max)(evals, key=lambda e: e[key])
     if best["step"] == 0:
         model.load_state_dict(initial)
+    elif memory is not None:
+        if not memory.restore(model, best["step"]):  # no copy of that evaluation: keep the last weights
+            return evals[-1]["step"]
     elif result.stop_reason == "interrupted" or trainer.state.best_global_step != best["step"]:
         ckpt = os.path.join(trainer.args.output_dir, f"checkpoint-{best['step']}")
         loaded = False
@@ -905,6 +918,11 @@ def _restore_best(trainer, model, result: TrainResult, initial: dict, by_loss: b
             last = evals[-1]
             return last["step"]
     return best["step"]
+
+
+def _weight_bytes(model) -> int:
+    """Bytes of the model's parameters and buffers (what a copy of its weights takes)."""
+    return sum(t.numel() * t.element_size() for t in model.state_dict().values())
 
 
 def save_model_atomically(model, output_dir: str | os.PathLike) -> Path:
