@@ -27,7 +27,7 @@ HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/
 TORCH_CPU_INDEX := $(if $(HAS_GPU),,$(if $(filter Linux,$(shell uname -s)),--extra-index-url https://download.pytorch.org/whl/cpu,))
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: setup lab data test test-py test-nb test-browser notebooks reference bench lock clean
+.PHONY: setup lab data test test-py test-nb test-browser notebooks reference bench gpu-check gpu-pack lock clean
 
 setup: $(STAMP)
 
@@ -87,6 +87,16 @@ reference: $(STAMP)
 # Speed and memory figures (benchmarks/README.md); BENCH="freezing inbatch" runs only those.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py $(BENCH)
+
+# The GPU check (README "GPU notes"): tests, notebook 00 at full, the GPU benchmark and reference runs in about
+# 9 minutes, everything into $$OUT (default outputs/gpu-check/). DRY=1: every step's CPU part, no CUDA work.
+# No set-up dependency: the GPU machine brings its own torch/sentence-transformers and has no network.
+gpu-check:
+	tools/gpu_check.sh $(if $(DRY),--dry-run,)
+
+# What travels with the project to a GPU machine without network: gpu-carry/ (fp16 model copy, data).
+gpu-pack: $(STAMP)
+	$(BIN)/python tools/gpu_pack.py --verify
 
 lock: $(STAMP)
 	$(BIN)/python tools/lock.py

