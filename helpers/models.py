@@ -120,8 +120,11 @@ def load_model(name_or_path: str | os.PathLike | None = None, device: str | None
                 f"Model folder {str(local)!r} has neither modules.json nor config.json; "
                 "point to a folder saved with model.save(...) or a Hugging Face model id."
             )
+        kwargs = safe_load_kwargs()
+        if (local / HALF_COPY_MARKER).exists():  # fp16 weights on disk: loaded straight into fp32
+            kwargs["model_kwargs"]["dtype"] = torch.float32
         try:
-            model = SentenceTransformer(str(local), device=device, local_files_only=True, **safe_load_kwargs())
+            model = SentenceTransformer(str(local), device=device, local_files_only=True, **kwargs)
         except OSError as exc:
             if "safetensors" not in str(exc):
                 raise

@@ -21,8 +21,10 @@ from helpers.training import TrainConfig, train
 
 @pytest.fixture
 def no_visible_env(monkeypatch):
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    """No CUDA_VISIBLE_DEVICES and no torchrun; whatever a test sets is undone afterwards."""
+    for name in ("CUDA_VISIBLE_DEVICES", "WORLD_SIZE"):
+        monkeypatch.setenv(name, "")  # remembers the original state, so a value set by the code is removed after
+        monkeypatch.delenv(name)
 
 
 # --------------------------------------------------------------------------- one GPU per process
