@@ -223,7 +223,10 @@ def score_once(model, evaluator) -> float:
 
     if _dist() is None or world_size() == 1:
         return score(model, evaluator)
-    from sentence_transformers.util.distributed import distributed_evaluation
+    try:
+        from sentence_transformers.util.distributed import distributed_evaluation
+    except ImportError:  # sentence-transformers before 6.2: rank 0 encodes everything alone
+        return broadcast(score(model, evaluator) if is_main_process() else None)
 
     with distributed_evaluation(model) as run:
         value = score(model, evaluator) if run else None

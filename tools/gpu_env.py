@@ -19,8 +19,10 @@ APIS = {  # what the helpers import from the libraries, checked against the inst
     "sentence_transformers.base.sampler": ["BatchSamplers"],
     "sentence_transformers.sentence_transformer.training_args": ["SentenceTransformerTrainingArguments"],
     "sentence_transformers.sentence_transformer.trainer": ["SentenceTransformerTrainer"],
-    "sentence_transformers.util.distributed": ["distributed_evaluation"],
     "transformers": ["EarlyStoppingCallback", "TrainerCallback"],
+}
+OPTIONAL = {  # used when present, with a fallback otherwise
+    "sentence_transformers.util.distributed": ["distributed_evaluation"],  # torchrun test scores (before 6.2: rank 0)
 }
 
 
@@ -39,6 +41,13 @@ def report() -> dict:
             out["api_problems"] += [f"{module}.{n}" for n in names if not hasattr(mod, n)]
         except Exception as exc:  # noqa: BLE001
             out["api_problems"].append(f"{module} ({type(exc).__name__}: {exc})")
+    out["optional_missing"] = []
+    for module, names in OPTIONAL.items():
+        try:
+            mod = importlib.import_module(module)
+            out["optional_missing"] += [f"{module}.{n}" for n in names if not hasattr(mod, n)]
+        except Exception:  # noqa: BLE001
+            out["optional_missing"].append(module)
     try:
         from sentence_transformers.sentence_transformer.training_args import SentenceTransformerTrainingArguments as A
 
