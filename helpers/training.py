@@ -9,8 +9,9 @@ and a recorder that keeps the rate at every optimizer step, the training
 loss, and the validation loss and metric at every evaluation.
 
 Nothing is left on disk unless ``output_dir`` is set (checkpoints for
-early stopping live in a temporary folder that is removed), and the same seed
-on the same machine gives the same numbers.
+early stopping live in a temporary folder that is removed; on CUDA the best
+weights stay in memory, :mod:`helpers.devices`), and the same seed on the same
+machine gives the same numbers.
 """
 from __future__ import annotations
 
