@@ -311,7 +311,7 @@ def validate(cfg: TrainConfig, layers: int | None = None, columns=None, n_train:
         raise ConfigError("schedule", cfg.schedule, f"one of {', '.join(SCHEDULES)}", _did_you_mean(cfg.schedule, SCHEDULES))
     if cfg.precision is not None and cfg.precision not in PRECISIONS:
         raise ConfigError("precision", cfg.precision, f"one of {', '.join(PRECISIONS)}",
-                          "auto picks bf16 on CPUs with AMX/AVX512-BF16 and on modern GPUs, fp16 on older GPUs.")
+                          "auto picks bf16 on modern GPUs, fp16 on older ones, and fp32 on CPUs unless opted in.")
     wf = cfg.warmup_fraction
     if isinstance(wf, bool) or not isinstance(wf, (int, float)) or not 0 <= wf < 1:
         raise ConfigError("warmup_fraction", wf, "a fraction in [0, 1) of the optimizer steps",

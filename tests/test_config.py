@@ -43,11 +43,19 @@ def test_device_override_and_errors(monkeypatch):
 ])
 def test_auto_precision_follows_the_hardware(monkeypatch, device, cpu_bf16, cuda_bf16, expected):
     monkeypatch.delenv(config.PRECISION_ENV, raising=False)
+    monkeypatch.setattr(config, "CPU_BF16_BY_DEFAULT", True)
     monkeypatch.setattr(config, "cpu_has_fast_bf16", lambda: cpu_bf16)
     monkeypatch.setattr(config, "cuda_has_fast_bf16", lambda: cuda_bf16)
     assert config.pick_precision(device) == expected
     flags = config.mixed_precision(device)
     assert flags == ({"bf16": True} if expected == "bf16" else {"fp16": True} if expected == "fp16" else {})
+
+
+def test_cpu_default_stays_fp32_until_the_quality_check_turns_bf16_on(monkeypatch):
+    monkeypatch.delenv(config.PRECISION_ENV, raising=False)
+    monkeypatch.setattr(config, "cpu_has_fast_bf16", lambda: True)
+    monkeypatch.setattr(config, "CPU_BF16_BY_DEFAULT", False)
+    assert config.pick_precision("cpu") == "fp32" and config.pick_precision("cpu", "bf16") == "bf16"
 
 
 def test_cuda_bf16_check_excludes_emulation(monkeypatch):
