@@ -1,50 +1,87 @@
-"""Helpers for the Sentence Transformers fine-tuning hyperparameter workshop.
+"""Helpers for the Sentence Transformers fine-tuning hyperparameter workshop (``import helpers as hp``).
 
-One namespace for the notebooks (``import helpers as hp``):
+The package reads top to bottom in five layers; a module imports only from its
+own layer or the layers above it in this list (``tests/test_layers.py`` builds
+the import graph and fails on any cycle and on any import that points up):
 
-* configuration: :func:`setup`, :func:`get_scale`, :func:`pick_device`, :func:`seed_everything`
-* data: :func:`load_stsb`, :func:`load_snli_triplets`, :func:`load_snli_retrieval`,
-  :func:`load_codesearch`, :func:`load_pairs_file`, :func:`load_task`
-* model: :func:`load_model`, :func:`describe_layers`, :func:`layer_table`
-* training: :class:`TrainConfig`, :func:`train`, :class:`TrainResult`
-* schedules, freezing, batching, losses, evaluation, plots: submodules of the same names.
+1. core: ``config``, ``data``, ``codesearch``, ``tasks``, ``models``,
+   ``schedules``, ``losses``, ``evaluation``, ``measure`` (memory, step time),
+   ``results`` (TrainResult, the one JSON writer, mean ± sd);
+2. the runner and its knobs: ``settings`` (TrainConfig, validate),
+   ``batching`` (rate rules, steps per epoch), ``freezing``, ``distributed``
+   (torchrun primitives), ``callbacks``, ``training`` (:func:`train`);
+3. experiments: ``experiments`` (:func:`run_grid`), ``verdicts``, ``stopping``,
+   ``crosseval``, ``rangetest``, ``accumulation``, ``inbatch``, ``tuning``
+   (the Optuna study), ``workers`` (running its trials: one process, local
+   workers, torchrun), ``transfer`` (does the subset's ranking hold),
+   ``claims`` and ``reference`` (the syllabus's claims and the reference runs that measure them);
+4. presentation: ``plots/`` and ``widgets/`` (one module per lesson topic), and
+   ``search`` (notebook 06's one name for tuning, workers, transfer and plots.search);
+5. applications: ``recipe``, ``cli`` (``python -m helpers``) and this facade.
+
+Lessons and the modules they use (each notebook's first cell names them too):
+
+- 00 quickstart: settings, training, results, evaluation, models, plots.schedules
+- 01 learning-rate schedules: schedules, rangetest, experiments, verdicts, plots.schedules, widgets.schedules,
+  widgets.dashboard
+- 02 layer freezing: freezing, experiments, verdicts, plots.freezing, widgets.freezing
+- 03 batch size and scaling: batching, accumulation, measure, experiments, plots.batching, widgets.batching
+- 04 validation and early stopping: stopping, experiments, verdicts, plots.stopping
+- 05 losses for the task: losses, inbatch, crosseval, verdicts, plots.losses
+- 06 search on a subset: search (tuning, workers, transfer, plots.search)
+- 07 the full recipe: recipe, search, plots.recipe, cli
+
+Everything loads lazily (a module-level ``__getattr__``): ``import helpers``
+costs nothing, and ``python -m helpers --help`` imports neither ipywidgets,
+matplotlib nor Optuna. ``hp.curve_plots`` and ``hp.batch_plots`` are
+:mod:`helpers.plots`, ``hp.batch_widgets`` is :mod:`helpers.widgets` and
+``hp.memory`` is :mod:`helpers.measure` (the names the notebooks were written with).
 """
 from __future__ import annotations
 
+import importlib as _importlib
 import os as _os
 
 _os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from .config import SCALES, Scale, environment_report, get_scale, pick_device, seed_everything, setup  # noqa: E402
-from .data import (  # noqa: E402
-    DataError,
-    load_pairs_file,
-    load_snli_retrieval,
-    load_snli_triplets,
-    load_stsb,
+# name -> the module that defines it
+_NAMES = {
+    "SCALES": "config", "Scale": "config", "environment_report": "config", "get_scale": "config",
+    "pick_device": "config", "seed_everything": "config", "setup": "config",
+    "DataError": "data", "load_pairs_file": "data", "load_snli_retrieval": "data", "load_snli_triplets": "data",
+    "load_stsb": "data", "load_codesearch": "codesearch", "Task": "tasks", "load_task": "tasks",
+    "describe_layers": "models", "layer_table": "models", "load_model": "models", "n_layers": "models",
+    "ir_evaluator": "evaluation", "score": "evaluation", "sts_evaluator": "evaluation",
+    "SCHEDULES": "schedules", "lr_curve": "schedules",
+    "ConfigError": "settings", "TrainConfig": "settings", "TrainResult": "results", "StopFlag": "callbacks",
+    "TrainingOOMError": "training", "prepare_task": "training", "train": "training",
+    "WeightMovement": "freezing", "GridResult": "experiments", "run_grid": "experiments",
+    "lr_range_test": "rangetest",
+}
+# the lesson modules the notebooks reach as hp.<name>
+_SUBMODULES = (
+    "accumulation", "batching", "callbacks", "cli", "codesearch", "config", "crosseval", "data", "distributed",
+    "evaluation", "experiments", "freezing", "inbatch", "losses", "measure", "models", "plots", "rangetest",
+    "recipe", "results", "schedules", "search", "settings", "stopping", "tasks", "training", "transfer", "tuning",
+    "verdicts", "widgets", "workers", "claims", "reference",
 )
-from .codesearch import load_codesearch  # noqa: E402
-from .models import describe_layers, layer_table, load_model, n_layers  # noqa: E402
-from .evaluation import ir_evaluator, score, sts_evaluator  # noqa: E402
-from .schedules import SCHEDULES, lr_curve  # noqa: E402
-from .tasks import Task, load_task  # noqa: E402
-from .training import ConfigError, StopFlag, TrainConfig, TrainingOOMError, TrainResult, prepare_task, train  # noqa: E402
-from . import experiments, plots, rangetest, schedules, verdicts, widgets  # noqa: E402
-from .experiments import run_grid  # noqa: E402
-from .rangetest import lr_range_test  # noqa: E402
-from .freezing import WeightMovement  # noqa: E402
-from . import freezing  # noqa: E402
-from . import crosseval, curve_plots, inbatch, stopping  # noqa: E402  (notebooks 04 and 05)
-from . import recipe, search  # noqa: E402  (notebooks 06 and 07, python -m helpers)
-from . import accumulation, batch_plots, batch_widgets, batching, memory  # noqa: E402  (notebook 03)
+_ALIASES = {"curve_plots": "plots", "batch_plots": "plots", "batch_widgets": "widgets", "memory": "measure"}
 
-__all__ = [
-    "SCALES", "Scale", "environment_report", "get_scale", "pick_device", "seed_everything", "setup",
-    "DataError", "load_pairs_file", "load_snli_retrieval", "load_snli_triplets", "load_stsb", "load_codesearch",
-    "describe_layers", "layer_table", "load_model", "n_layers",
-    "ir_evaluator", "score", "sts_evaluator", "SCHEDULES", "lr_curve", "Task", "load_task",
-    "ConfigError", "StopFlag", "TrainingOOMError", "TrainConfig", "TrainResult", "prepare_task", "train", "plots",
-    "experiments", "rangetest", "schedules", "verdicts", "widgets", "run_grid", "lr_range_test",
-    "WeightMovement", "freezing",
-]
+__all__ = [*_NAMES, *_SUBMODULES, *_ALIASES]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """Load ``hp.<name>`` on first use: a name from its module, a submodule, or an old name of a submodule."""
+    if name in _NAMES:
+        value = getattr(_importlib.import_module(f".{_NAMES[name]}", __name__), name)
+    elif name in _SUBMODULES or name in _ALIASES:
+        value = _importlib.import_module(f".{_ALIASES.get(name, name)}", __name__)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -26,7 +26,7 @@ import math
 import numpy as np
 
 from .losses import is_inbatch, make_loss
-from .memory import ActivationMemory
+from .measure import ActivationMemory
 
 WAYS = ("true batch", "accumulated", "cached")
 

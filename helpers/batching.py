@@ -1,13 +1,18 @@
 """Batch size and its companions (notebook 03).
 
-The rate-scaling rules and the effective batch (used by the training runner);
-the arithmetic of the batch calculator; the batch x rate grid, measured with
-training-only time and activation memory per run; hard negatives for the
-code-search task; and what AdamW's weight decay touches and can do.
+Runner layer. The rate-scaling rules, the effective batch and
+:func:`steps_per_epoch`, the one owner of the steps arithmetic (used by the
+training runner, the batch calculator and the search's pruning savings); the
+batch x rate grid and its tables (the runs come from :func:`helpers.run_grid`
+with ``speed=True, memory=True``); hard negatives for the code-search task;
+and what AdamW's weight decay touches and can do.
 """
 from __future__ import annotations
 
 import math
+
+from .results import mean_sd
+from .schedules import warmup_steps
 
 SCALING_RULES = ("none", "linear", "sqrt")
 
@@ -46,9 +51,20 @@ def rule_rates(base_lr: float, base_batch: int, batch: int) -> dict[str, float]:
     return {rule: scaled_learning_rate(base_lr, batch, base_batch, rule) for rule in SCALING_RULES}
 
 
-def _steps_per_epoch(n_examples: int, batch_size: int, grad_accum: int = 1) -> int:
-    # the same arithmetic as helpers.training.steps_per_epoch (which imports this module)
-    return max(1, math.ceil(math.ceil(n_examples / batch_size) / grad_accum))
+def steps_per_epoch(n_examples: int, batch_size: int, grad_accum: int = 1, devices: int = 1) -> int:
+    """Optimizer steps in one epoch, counted as the trainer counts them (notebook 03's calculator, the runner).
+
+    One process: every batch makes a forward pass, the last smaller one too,
+    so ``ceil(ceil(n / batch) / grad_accum)``. Several processes (torchrun):
+    sentence-transformers drops the last incomplete batch and deals whole
+    rounds of one batch per process, so each process takes
+    ``n // batch // devices`` batches, then ``ceil(... / grad_accum)`` steps;
+    0 when a process would get no full batch (the runner refuses that).
+    """
+    batches = math.ceil(n_examples / batch_size) if devices == 1 else n_examples // batch_size // devices
+    if devices == 1:
+        batches = max(1, batches)
+    return -(-batches // grad_accum)
 
 
 def batch_plan(batch_size: int, grad_accum: int = 1, devices: int = 1, data_size: int = 1000, epochs: float = 1,
@@ -58,16 +74,19 @@ def batch_plan(batch_size: int, grad_accum: int = 1, devices: int = 1, data_size
     Each of ``devices`` processes takes ``batch_size`` examples per forward
     pass and the optimizer steps every ``grad_accum`` passes, so one step
     sees ``batch_size x grad_accum x devices`` examples. Steps are counted as
-    the trainer counts them (a last, smaller batch still makes a step).
+    the trainer counts them (:func:`steps_per_epoch`): on one device a last,
+    smaller batch still makes a step; on several the trainer drops it.
     """
-    from .schedules import warmup_steps
-
     for name, v in (("batch_size", batch_size), ("grad_accum", grad_accum), ("devices", devices),
                     ("data_size", data_size), ("base_batch", base_batch)):
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise ValueError(f"{name}={v!r}: use a whole number of at least 1.")
     eff = effective_batch(batch_size, grad_accum, devices)
-    per_epoch = _steps_per_epoch(data_size, batch_size * devices, grad_accum)
+    per_epoch = steps_per_epoch(data_size, batch_size, grad_accum, devices)
+    if per_epoch < 1:
+        raise ValueError(f"data_size={data_size} gives each of {devices} devices no full batch of {batch_size} "
+                         f"(the trainer drops incomplete batches when several processes train): use at least "
+                         f"{batch_size * devices} examples, a smaller batch or fewer devices.")
     total = max(1, math.ceil(per_epoch * epochs))
     return {
         "effective_batch": eff,
@@ -112,37 +131,6 @@ def grid_configs(base, grid: dict[str, dict]) -> dict:
             for name, a in grid.items()}
 
 
-def timed_memory_grid(arms: dict, seeds, data=None, callbacks=(), **kwargs) -> dict[str, list]:
-    """:func:`helpers.run_grid` that also measures, per run, the training-only speed and the activation memory.
-
-    Adds ``result.train_steps_per_sec`` (optimizer steps per second without the
-    evaluations), ``result.train_s_per_epoch`` and ``result.activation_mb``
-    (peak memory autograd kept for backward, :class:`helpers.memory.ActivationMemory`).
-    ``callbacks``: more trainer callbacks for every run.
-    """
-    from .experiments import run_grid
-    from .freezing import StepTimer
-    from .memory import activation_memory_callback
-
-    timer, act = StepTimer(), activation_memory_callback()
-    results = run_grid(arms, seeds, data=data, callbacks=[timer, act, *callbacks], **kwargs)
-    order = [(arm, i) for i, _ in enumerate(seeds) for arm in arms]  # run_grid's order: seeds, then arms
-    for (arm, i), t, mb in zip(order, timer.runs, act.runs):
-        r = results[arm][i]
-        r.train_steps_per_sec = t["steps"] / t["seconds"] if t["seconds"] else 0.0
-        epochs = max(r.config.get("epochs") or 1, 1e-9)
-        r.train_s_per_epoch = t["seconds"] / epochs
-        r.activation_mb = mb
-    return results
-
-
-def _mean_sd(values) -> tuple[float, float]:
-    import numpy as np
-
-    v = np.asarray(values, dtype=float)
-    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
-
-
 def grid_table(results: dict[str, list], grid: dict[str, dict]):
     """One row per arm of a :func:`rate_grid`: batch, rate, rules, dev and test (mean and sd), time, memory."""
     import pandas as pd
@@ -150,21 +138,22 @@ def grid_table(results: dict[str, list], grid: dict[str, dict]):
     rows = []
     for name, runs in results.items():
         a = grid[name]
-        dev, dev_sd = _mean_sd([r.dev_metric for r in runs])
-        test, test_sd = _mean_sd([r.test_metric for r in runs])
+        dev, dev_sd = mean_sd([r.dev_metric for r in runs])
+        test, test_sd = mean_sd([r.test_metric for r in runs])
         rows.append({"arm": name, "batch": a["batch_size"], "rate": a["learning_rate"], "rules": "/".join(a["rules"]),
                      "dev": dev, "dev sd": dev_sd, "test": test, "test sd": test_sd, "seeds": len(runs),
                      "steps": runs[0].steps,
-                     "train s/epoch": _mean_sd([getattr(r, "train_s_per_epoch", r.wall_time) for r in runs])[0],
-                     "activation MB": _mean_sd([getattr(r, "activation_mb", float("nan")) for r in runs])[0],
-                     "peak MB": _mean_sd([r.peak_memory_mb for r in runs])[0]})
+                     "train s/epoch": mean_sd([getattr(r, "train_s_per_epoch", r.wall_time) for r in runs])[0],
+                     "activation MB": mean_sd([getattr(r, "activation_mb", float("nan")) for r in runs])[0],
+                     "peak MB": mean_sd([r.peak_memory_mb for r in runs])[0]})
     return pd.DataFrame(rows).set_index("arm")
 
 
 def run_table(results_by_arm: dict[str, list], notes: dict[str, dict] | None = None):
     """One row per arm: seeds, steps, dev and test (mean ± sd), training s/epoch, memory, how the runs ended.
 
-    ``notes``: extra columns per arm (e.g. negatives per anchor). Runs from :func:`timed_memory_grid`.
+    ``notes``: extra columns per arm (e.g. negatives per anchor). Runs from
+    :func:`helpers.run_grid` with ``speed=True, memory=True``.
     """
     import pandas as pd
 
@@ -172,11 +161,11 @@ def run_table(results_by_arm: dict[str, list], notes: dict[str, dict] | None = N
     for arm, runs in results_by_arm.items():
         row = {"arm": arm, **(notes or {}).get(arm, {}), "seeds": len(runs), "steps": runs[0].steps}
         for key, vals in (("dev", [r.dev_metric for r in runs]), ("test", [r.test_metric for r in runs])):
-            m, sd = _mean_sd(vals)
+            m, sd = mean_sd(vals)
             row[key] = f"{m:.4f} ± {sd:.4f}"
-        row["train s/epoch"] = round(_mean_sd([getattr(r, "train_s_per_epoch", r.wall_time) for r in runs])[0], 1)
-        row["activation MB"] = round(_mean_sd([getattr(r, "activation_mb", float("nan")) for r in runs])[0])
-        row["peak MB"] = round(_mean_sd([r.peak_memory_mb for r in runs])[0])
+        row["train s/epoch"] = round(mean_sd([getattr(r, "train_s_per_epoch", r.wall_time) for r in runs])[0], 1)
+        row["activation MB"] = round(mean_sd([getattr(r, "activation_mb", float("nan")) for r in runs])[0])
+        row["peak MB"] = round(mean_sd([r.peak_memory_mb for r in runs])[0])
         row["stop"] = ", ".join(sorted({r.stop_reason.split(":")[0] for r in runs}))
         rows.append(row)
     return pd.DataFrame(rows).set_index("arm")

@@ -1,9 +1,15 @@
-"""The command line: ``python -m helpers recipe`` and ``python -m helpers search`` (README "Command line").
+"""The command line: ``python -m helpers recipe | search | train`` (README "Command line", notebook 07).
 
 ``recipe`` runs the whole recipe of notebook 07 on a file (or STS-B): check
 and profile the data, search on a subset, train on everything, test against
 the untuned model, save and reload the model. ``search`` runs only the search.
 Both write ``summary.json`` in the output folder and print a short report.
+``train --config JSON`` runs one :func:`helpers.train`, for torchrun
+(``torchrun --nproc_per_node N -m helpers train --config '{...}'``, README "Scaling out").
+
+Applications layer. Its imports of the package sit inside functions on purpose:
+``python -m helpers --help`` loads neither torch's trainer, Optuna nor matplotlib
+(``tests/test_layers.py`` checks it).
 
 Exit codes: 0 done, 2 bad input (reported before anything trains),
 130 stopped with Ctrl-C (the study and the best model so far are kept; the
@@ -64,7 +70,8 @@ def _number(text: str) -> float:
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     from .config import SCALES
-    from .search import PRUNERS, SUBSET_FRACTION
+
+    PRUNERS, SUBSET_FRACTION = ("halving", "hyperband", "median", "none"), 0.1  # helpers.tuning's, checked by a test
 
     d = p.add_argument_group("data")
     d.add_argument("--train", default="stsb", metavar="FILE",
@@ -124,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Ctrl-C stops cleanly (exit code 130) and keeps the study and the best model so far; "
                "running the same command again resumes the study. Bad input exits with code 2 before "
                "anything trains.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{recipe,search}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{recipe,search,train}")
     rp = sub.add_parser("recipe", help="the whole recipe: check, search, train, test, save, reload",
                         description="Check and profile the data, search on a subset, train the best configuration "
                                     "on all the training data with early stopping, test it against the untuned "
@@ -142,7 +149,41 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(sp)
     sp.add_argument("--epochs", type=_positive_float, metavar="N",
                     help="epochs of every trial (default: the scale's)")
+    tp = sub.add_parser("train", help="one training run (for torchrun: every process prints its numbers)",
+                        description="Train once with the given TrainConfig settings. Under torchrun every process "
+                                    "prints one line 'RESULT {json}'; rank 0 alone saves the model and --result.")
+    tp.add_argument("--config", default="{}", help="TrainConfig settings as a JSON object")
+    tp.add_argument("--result", help="rank 0 writes the TrainResult here as JSON")
     return parser
+
+
+def train_once(args) -> int:
+    """``python -m helpers train --config '{...}'``: one :func:`helpers.train` run, for torchrun.
+
+    Every process prints one JSON line ``{"rank", "world_size", "effective_batch",
+    "learning_rate", "steps", "dev", "test", ...}`` (so the ranks can be compared);
+    rank 0 alone saves the model (``output_dir`` in the config) and ``--result FILE``.
+    Example: ``torchrun --nproc_per_node 2 -m helpers train --config '{"max_steps": 2}'``.
+    """
+    import json
+
+    from . import distributed as Dist
+    from .settings import TrainConfig
+    from .training import train
+
+    settings = json.loads(args.config)
+    for key in ("score_range", "frozen_parts"):
+        if isinstance(settings.get(key), list):
+            settings[key] = tuple(settings[key])
+    r = train(TrainConfig(**settings), progress=False)
+    line = {"rank": Dist.rank(), "world_size": Dist.world_size(), "effective_batch": r.effective_batch,
+            "learning_rate": r.learning_rate, "steps": r.steps, "dev": r.dev_metric, "test": r.test_metric,
+            "stop_reason": r.stop_reason, "train_loss": [e["loss"] for e in r.train_loss], "wall_s": r.wall_time}
+    print("RESULT " + json.dumps(line), flush=True)
+    if args.result and Dist.is_main_process():
+        r.save_json(args.result)
+    Dist.barrier()
+    return EXIT_OK
 
 
 def _recipe(args):
@@ -163,15 +204,18 @@ def main(argv=None) -> int:
     import warnings
 
     warnings.filterwarnings("ignore", category=FutureWarning)
+    if args.command == "train":
+        return train_once(args)
     from . import distributed as Dist
+    from . import workers as Workers
     from .config import setup
     from .data import DataError
     from .recipe import report
-    from .search import StudyMismatch
-    from .training import ConfigError
+    from .settings import ConfigError
+    from .tuning import StudyMismatch, finished
 
     try:
-        Dist.check_workers(args.workers, args.storage)
+        Workers.check_workers(args.workers, args.storage)
         setup(scale=args.scale, device=args.device, seed=args.seed)
         recipe = _recipe(args)
         say = print if Dist.is_main_process() else (lambda *a, **k: None)  # torchrun: rank 0 reports
@@ -187,12 +231,10 @@ def main(argv=None) -> int:
         say(f"warning: {w}", file=sys.stderr)
     workers = None
     if args.workers:  # N local worker processes run the search; this process finishes once they are done
-        from .search import finished
-
         done = len(finished(recipe.study))
         say(f"starting {args.workers} search workers (logs in {recipe.output / 'workers'})...", file=sys.stderr)
         search_parser = next(a for a in parser._actions if a.dest == "command").choices["search"]
-        workers = Dist.run_workers(search_parser, args, recipe, progress=not args.no_progress)
+        workers = Workers.run_workers(search_parser, args, recipe, progress=not args.no_progress)
         workers["new_trials"] = len(finished(recipe.study)) - done
         if workers["interrupted"] or any(workers["exit_codes"]):
             recipe.summary.update(status="interrupted" if workers["interrupted"] else "failed", stage="search")
@@ -202,7 +244,7 @@ def main(argv=None) -> int:
                 print("Stopped with Ctrl-C: the study keeps every finished trial. Run the same command again to "
                       "resume it.", file=sys.stderr)
                 return EXIT_INTERRUPTED
-            print(f"error: {Dist.worker_failure(workers)}", file=sys.stderr)
+            print(f"error: {Workers.worker_failure(workers)}", file=sys.stderr)
             return EXIT_WORKER_FAILED
     summary = recipe.run(final=args.command == "recipe")
     if workers is not None:

@@ -23,6 +23,9 @@ from datasets import Dataset
 from . import data as D
 from .config import get_scale
 from .evaluation import ir_evaluator, score, sts_evaluator
+from .experiments import GridResult, run_grid
+from .models import load_model
+from .results import mean_sd
 from .tasks import Task, load_task
 
 EVAL_TASKS = ("stsb", "snli", "codesearch")
@@ -103,8 +106,6 @@ def evaluate_all(model, tasks: dict[str, Task], max_seq_length: int | None = Non
 
 def untuned_row(tasks: dict[str, Task], max_seq_length: int | None = None, model=None) -> dict:
     """The untrained model's scores on every task (one row, the baseline of every comparison)."""
-    from .models import load_model
-
     model = model if model is not None else load_model()
     start = time.perf_counter()
     row = evaluate_all(model, tasks, max_seq_length)
@@ -113,42 +114,24 @@ def untuned_row(tasks: dict[str, Task], max_seq_length: int | None = None, model
 
 
 def cross_grid(arms: dict, seeds, tasks: dict[str, Task], max_seq_length: int | None = None,
-               progress: bool = True) -> dict[str, list[dict]]:
-    """Train every arm with every seed, score each model on every task; ``{arm: [row per seed]}``.
+               progress: bool = True) -> GridResult:
+    """Train every arm with every seed, score each model on every task; ``{arm: [row per seed]}`` (notebook 05).
 
     ``arms``: ``{name: (TrainConfig, Task to train on)}``. A row holds the score
     per task, ``seed``, ``steps``, ``wall_s`` (training), ``eval_s`` and
-    ``train_loss`` (the last logged training loss). Models are dropped after
-    scoring, so a grid of many runs fits in memory. One tqdm bar counts runs.
+    ``train_loss`` (the last logged training loss). Runs through
+    :func:`helpers.run_grid`, so models are dropped after scoring and the
+    returned :class:`helpers.experiments.GridResult` carries the ``wall_time``.
     """
-    from tqdm.auto import tqdm
+    def row(r, seed):
+        t0 = time.perf_counter()
+        out = evaluate_all(r.model, tasks, max_seq_length)
+        out.update(seed=seed, steps=r.steps, wall_s=r.wall_time, eval_s=time.perf_counter() - t0,
+                   train_loss=r.train_loss[-1]["loss"] if r.train_loss else float("nan"), stop=r.stop_reason)
+        return out
 
-    from .training import train
-
-    seeds = list(seeds)
-    out: dict[str, list[dict]] = {name: [] for name in arms}
-    bar = tqdm(total=len(arms) * len(seeds), desc="runs", unit="run", disable=not progress)
-    start = time.perf_counter()
-    try:
-        for seed in seeds:
-            for name, (cfg, task) in arms.items():
-                bar.set_description(f"{name} (seed {seed})")
-                r = train(cfg.replace(seed=seed, final_test=False), data=task, progress=False)
-                t0 = time.perf_counter()
-                row = evaluate_all(r.model, tasks, max_seq_length)
-                row.update(seed=seed, steps=r.steps, wall_s=r.wall_time, eval_s=time.perf_counter() - t0,
-                           train_loss=r.train_loss[-1]["loss"] if r.train_loss else float("nan"),
-                           stop=r.stop_reason)
-                r.model = None
-                out[name].append(row)
-                bar.update(1)
-    finally:
-        bar.close()
-    cross_grid.last_wall_time = time.perf_counter() - start
-    return out
-
-
-cross_grid.last_wall_time = 0.0
+    no_test = {name: (cfg.replace(final_test=False), task) for name, (cfg, task) in arms.items()}
+    return run_grid(no_test, seeds, progress=progress, record=row)
 
 
 def matrix(rows_by_arm: dict[str, list[dict]], tasks=EVAL_TASKS, baseline: dict | None = None,
@@ -168,7 +151,6 @@ def matrix(rows_by_arm: dict[str, list[dict]], tasks=EVAL_TASKS, baseline: dict 
 def matrix_table(rows_by_arm: dict[str, list[dict]], tasks=EVAL_TASKS, baseline: dict | None = None,
                  own: dict[str, str] | None = None):
     """``mean ± sd (change from untuned)`` per arm and task; ``own`` marks each arm's training task with ``*``."""
-    import numpy as np
     import pandas as pd
 
     table = {}
@@ -177,11 +159,10 @@ def matrix_table(rows_by_arm: dict[str, list[dict]], tasks=EVAL_TASKS, baseline:
     for arm, rows in rows_by_arm.items():
         cells = {}
         for t in tasks:
-            v = np.array([r[t] for r in rows], dtype=float)
-            sd = float(v.std(ddof=1)) if len(v) > 1 else 0.0
-            cell = f"{v.mean():.4f} ± {sd:.4f}"
+            mean, sd = mean_sd(r[t] for r in rows)
+            cell = f"{mean:.4f} ± {sd:.4f}"
             if baseline is not None:
-                cell += f" ({v.mean() - baseline[t]:+.4f})"
+                cell += f" ({mean - baseline[t]:+.4f})"
             if own and own.get(arm) == t:
                 cell += " *"
             cells[TASK_LABELS.get(t, t)] = cell

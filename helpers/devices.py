@@ -55,9 +55,11 @@ def gpu_count() -> int:
 
 
 def _distributed() -> bool:
-    from .distributed import is_distributed
-
-    return is_distributed()
+    """Launched by torchrun with several processes (``$WORLD_SIZE``; core layer: no import of helpers.distributed)."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", 1)) > 1
+    except ValueError:
+        return False
 
 
 # --------------------------------------------------------------------------- one GPU per process

@@ -6,6 +6,10 @@ the trainer only puts ``requires_grad`` weights into AdamW, so a layer frozen
 before the optimizer exists would never train after being "unfrozen".
 :class:`GradualUnfreezing` therefore freezes in ``on_train_begin`` (after the
 optimizer is built) and unfreezes one more layer at each epoch's start.
+
+Runner layer: mechanics, cost model and tables; the runs of notebook 02's
+grids come from :func:`helpers.run_grid` (``speed=True`` times the training
+steps alone, which :func:`train_speed` reads).
 """
 from __future__ import annotations
 
@@ -13,7 +17,8 @@ import re
 
 from transformers import TrainerCallback
 
-from .models import embeddings, encoder_layers, n_layers
+from .models import count_parameters, embeddings, encoder_layers, n_layers
+from .results import fmt_mean_sd, mean_sd
 
 
 def set_trainable(module, trainable: bool) -> None:
@@ -276,8 +281,6 @@ def cost_table(model, ks=None, freeze_embeddings: bool | None = None):
     """
     import pandas as pd
 
-    from .models import count_parameters
-
     n = n_layers(model)
     modules = part_modules(model)
     counts = {name: count_parameters(m) for name, m in modules.items()}
@@ -304,62 +307,21 @@ def rates_table(model, peak: float, arms: dict[str, dict]):
 
 def summary_table(results_by_arm: dict[str, list], baseline: str | None = None):
     """One row per arm: dev and test (mean ± sd over seeds), trainable parameters, steps/s, speed-up, peak memory."""
-    import numpy as np
     import pandas as pd
 
     baseline = baseline or next(iter(results_by_arm))
-    base_speed = float(np.mean([train_speed(r) for r in results_by_arm[baseline]]))
+    base_speed = mean_sd([train_speed(r) for r in results_by_arm[baseline]])[0]
     rows = []
     for arm, runs in results_by_arm.items():
-        def ms(key):
-            v = np.array([r.summary()[key] for r in runs], dtype=float)
-            return f"{v.mean():.4f} ± {v.std(ddof=1) if len(v) > 1 else 0.0:.4f}"
-
-        speed = float(np.mean([train_speed(r) for r in runs]))
-        rows.append({"arm": arm, "seeds": len(runs), "dev": ms("dev"), "test": ms("test"),
+        speed = mean_sd([train_speed(r) for r in runs])[0]
+        rows.append({"arm": arm, "seeds": len(runs), "dev": fmt_mean_sd([r.dev_metric for r in runs]),
+                     "test": fmt_mean_sd([r.test_metric for r in runs]),
                      "trainable params": runs[0].trainable_params, "steps/s": round(speed, 2),
                      f"speed vs {baseline}": f"{speed / base_speed:.2f}x",
-                     "peak MB": round(float(np.mean([r.peak_memory_mb for r in runs])))})
+                     "peak MB": round(mean_sd([r.peak_memory_mb for r in runs])[0])})
     return pd.DataFrame(rows).set_index("arm")
 
 
-class StepTimer(TrainerCallback):
-    """Seconds spent in optimizer steps only (forward, backward, update), without evaluations; one entry per run."""
-
-    def __init__(self):
-        self.runs: list[dict] = []
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.runs.append({"steps": 0, "seconds": 0.0})
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        import time
-
-        self._t = time.perf_counter()
-
-    def on_step_end(self, args, state, control, **kwargs):
-        import time
-
-        self.runs[-1]["steps"] += 1
-        self.runs[-1]["seconds"] += time.perf_counter() - self._t
-
-
 def train_speed(result) -> float:
-    """Optimizer steps per second of training alone (from :func:`timed_grid`), else the runner's overall rate."""
+    """Optimizer steps per second of training alone (``run_grid(..., speed=True)``), else the runner's overall rate."""
     return getattr(result, "train_steps_per_sec", None) or result.steps_per_sec
-
-
-def timed_grid(arms: dict, seeds, data=None, **kwargs) -> dict[str, list]:
-    """:func:`helpers.run_grid` plus each run's training-only speed as ``result.train_steps_per_sec``.
-
-    The runner's ``steps_per_sec`` includes the evaluations (the same cost for every arm), which hides
-    what freezing saves in the training steps themselves.
-    """
-    from .experiments import run_grid
-
-    timer = StepTimer()
-    results = run_grid(arms, seeds, data=data, callbacks=[timer], **kwargs)
-    order = [(arm, i) for i, _ in enumerate(seeds) for arm in arms]  # run_grid's order: seeds, then arms
-    for (arm, i), t in zip(order, timer.runs):
-        results[arm][i].train_steps_per_sec = t["steps"] / t["seconds"] if t["seconds"] else 0.0
-    return results

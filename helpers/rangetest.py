@@ -20,7 +20,8 @@ import numpy as np
 from transformers import TrainerCallback
 
 from .models import load_model
-from .training import TrainConfig, train
+from .settings import TrainConfig
+from .training import train
 
 
 class ExponentialSweep(TrainerCallback):

@@ -2,7 +2,7 @@
 
 1. validate and profile the data (every file loaded and checked before anything trains);
 2. score the untuned model;
-3. search on a subset (:mod:`helpers.search`, a stored Optuna study that resumes);
+3. search on a subset (:mod:`helpers.tuning`, a stored Optuna study that resumes);
 4. train on everything with the best trial's schedule, freezing and rates, with early stopping;
 5. test against the untuned model, save the model folder, reload it and encode a few sentences.
 
@@ -16,7 +16,6 @@ the study.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import shutil
@@ -24,12 +23,18 @@ import time
 from pathlib import Path
 
 from . import data as D
-from . import search as S
+from . import distributed as Dist
+from . import tuning as S
 from .config import get_scale, pick_device
 from .evaluation import ir_evaluator, score, sts_evaluator
 from .losses import default_loss
-from .tasks import Task, load_task
-from .training import ConfigError, TrainConfig, train, validate, write_json_atomically
+from .models import load_model, n_layers
+from .plots.recipe import plot_profile, plot_scores
+from .results import strict_json, write_json_atomically
+from .settings import ConfigError, TrainConfig, validate
+from .tasks import Task, load_task, texts
+from .training import train
+from .workers import SyncStop, lockstep_search, run_search
 
 SUMMARY_FORMAT = "workshop-recipe-summary"
 MARKERS = ("summary.json", "study.db")  # files that make a folder a recipe output folder
@@ -102,10 +107,6 @@ def load_data(train: str | os.PathLike = "stsb", dev=None, test=None, score_rang
                 ir_evaluator(_ir(parts["test"]), "file-test"), "nDCG@10")
 
 
-def _texts(ds) -> list[str]:
-    return [t for c in ds.column_names if c != "score" for t in ds[c]]
-
-
 def profile(task: Task, tokenizer=None, max_seq_length: int = 128):
     """One row per split: rows, columns, scores, tokens per text, share truncated, duplicates, overlap with train."""
     import numpy as np
@@ -116,9 +117,9 @@ def profile(task: Task, tokenizer=None, max_seq_length: int = 128):
     for split, ds in (("train", task.train), ("dev", task.dev), ("test", _test_rows(task))):
         if ds is None:
             continue
-        texts = _texts(ds)
-        lengths = np.array([len(ids) for ids in tokenizer(texts)["input_ids"]] if tokenizer is not None
-                           else [len(t.split()) for t in texts])
+        split_texts = texts(ds)
+        lengths = np.array([len(ids) for ids in tokenizer(split_texts)["input_ids"]] if tokenizer is not None
+                           else [len(t.split()) for t in split_texts])
         keys = [tuple(r[c] for c in ds.column_names if c != "score") for r in ds]
         row = {"split": split, "rows": len(ds), "columns": ", ".join(ds.column_names)}
         if "score" in ds.column_names:
@@ -163,41 +164,6 @@ def profile_warnings(table, max_seq_length: int) -> list[str]:
     return notes
 
 
-def plot_profile(task: Task, tokenizer, max_seq_length: int = 128):
-    """Histograms of the training scores (pairs) and of tokens per text, the truncation limit marked."""
-    import matplotlib.pyplot as plt
-
-    has_score = "score" in task.train.column_names
-    fig, axes = plt.subplots(1, 2 if has_score else 1, figsize=(11 if has_score else 6, 3.2), squeeze=False)
-    axes = axes[0]
-    lengths = [len(ids) for ids in tokenizer(_texts(task.train))["input_ids"]]
-    axes[-1].hist(lengths, bins=40, color="#3b75af")
-    axes[-1].axvline(max_seq_length, color="black", ls="--", label=f"max_seq_length {max_seq_length}")
-    axes[-1].set(title="tokens per training text", xlabel="tokens")
-    axes[-1].legend(fontsize=8)
-    if has_score:
-        axes[0].hist(task.train["score"], bins=20, color="#999999")
-        axes[0].set(title="training scores (rescaled to 0-1)", xlabel="score")
-    fig.tight_layout()
-    return axes
-
-
-def plot_scores(scores: dict[str, float], metric: str, ax=None):
-    """One bar per model (untuned, common default, tuned recipe...), the score written on each (notebook 07)."""
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        _, ax = plt.subplots(figsize=(1.8 + 1.6 * len(scores), 3.2))
-    colors = ["#999999", "#d9a441", "#3b75af", "#5aa469"]
-    bars = ax.bar(list(scores), list(scores.values()), color=colors[: len(scores)])
-    for b, v in zip(bars, scores.values()):
-        ax.text(b.get_x() + b.get_width() / 2, v, f"{v:.4f}", ha="center", va="bottom")
-    lo, hi = min(scores.values()), max(scores.values())
-    ax.set_ylim(max(0, lo - 0.1), min(1, hi + 0.05))
-    ax.set(title=f"test {metric}")
-    return ax
-
-
 # --------------------------------------------------------------------------- output folder and summary
 
 
@@ -218,29 +184,8 @@ def check_output_dir(path: str | os.PathLike) -> Path:
 
 
 def write_json(path: Path, payload: dict) -> Path:
-    """Write ``payload`` as JSON atomically (see :func:`helpers.training.write_json_atomically`)."""
-    return write_json_atomically(path, payload, default=_json_default)
-
-
-def _json_default(obj):
-    if hasattr(obj, "item") and callable(obj.item):
-        return obj.item()
-    if isinstance(obj, (Path, os.PathLike)):
-        return os.fspath(obj)
-    if isinstance(obj, (set, frozenset, tuple)):
-        return list(obj)
-    return str(obj)
-
-
-def _clean(value):
-    """NaN becomes None so the summary is strict JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
+    """Write ``payload`` as strict JSON (NaN as null) atomically (:func:`helpers.results.write_json_atomically`)."""
+    return write_json_atomically(path, strict_json(payload))
 
 
 # --------------------------------------------------------------------------- the recipe
@@ -280,12 +225,10 @@ class Recipe:
 
     def save_summary(self) -> Path:
         """Write ``summary.json`` in the output folder (atomically; under torchrun only rank 0 writes)."""
-        from . import distributed as Dist
-
         if not Dist.is_main_process():
             return self.output / "summary.json"
         self.output.mkdir(parents=True, exist_ok=True)
-        return write_json(self.output / "summary.json", _clean(self.summary))
+        return write_json(self.output / "summary.json", self.summary)
 
     # ----------------------------------------------------------------- steps
     def prepare(self) -> "Recipe":
@@ -303,14 +246,10 @@ class Recipe:
         if not lo < hi:
             raise ValueError(f"score range must be LOW HIGH with LOW < HIGH, got {lo:g} {hi:g}.")
         check_output_dir(self.output)
-        from . import distributed as Dist
-
         self.device = Dist.local_device(pick_device(self.device))  # cuda:LOCAL_RANK under torchrun
         Dist.check_launch(self.device)
         self.task = load_data(self.args["train"], self.args["dev"], self.args["test"], self.args["score_range"],
                               self.seed, self.scale.name, self.args["train_size"])
-        from .models import load_model, n_layers
-
         self.model = load_model(self.model_name, device=self.device, max_seq_length=self.max_seq_length)
         layers = n_layers(self.model)
         self.space = dict(S.SPACE)
@@ -374,19 +313,21 @@ class Recipe:
         """Run the study on the subset until it holds ``trials`` finished trials (resumes a stored one)."""
         start = time.perf_counter()
         self.summary["stage"] = "search"
-        from . import distributed as Dist
-
         objective = S.Objective(self.base, self.search_task, self.space, save_best_to=self.output / "best_trial_model",
-                                callbacks=[Dist.SyncStop()] if Dist.is_distributed() else (),
+                                callbacks=[SyncStop()] if Dist.is_distributed() else (),
                                 on_trial=lambda trial, result: trial.set_user_attr("worker", self.worker))
+        report = None
         try:
             if Dist.is_distributed():  # torchrun: every trial trains on all processes together
-                report = Dist.lockstep_search(self.study, objective, self.trials, self.base, self.search_task,
-                                              self.space, progress=self.progress)
+                report = lockstep_search(self.study, objective, self.trials, self.base, self.search_task,
+                                         self.space, progress=self.progress)
             else:
-                report = S.run_search(self.study, objective, self.trials, progress=self.progress)
+                report = run_search(self.study, objective, self.trials, progress=self.progress)
+        except KeyboardInterrupt as exc:
+            report = getattr(exc, "report", None)  # what the search did before Ctrl-C
+            raise
         finally:
-            self._record_search(S.run_search.last_report)
+            self._record_search(report)
             self._time("search", start)
         return report
 
@@ -394,7 +335,7 @@ class Recipe:
         info = self.summary["search"]
         if report is not None:
             info.update({"finished": report.finished, "complete": report.complete, "pruned": report.pruned,
-                         "new_trials": report.new_trials})
+                         "new_trials": report.new_trials, "running": report.running})
         with contextlib.suppress(ValueError):
             best = self.study.best_trial
             info.update({"best_trial": best.number, "best_subset_score": best.value, "best_params": best.params})
@@ -423,8 +364,6 @@ class Recipe:
 
     def check_reload(self, sentences=DEFAULT_SENTENCES) -> dict:
         """Reload the saved folder, score it on test again and encode ``sentences``."""
-        from .models import load_model
-
         start = time.perf_counter()
         model = load_model(self.output / "model", device=self.device, max_seq_length=self.max_seq_length)
         emb = model.encode(list(sentences), convert_to_tensor=True, normalize_embeddings=True)
@@ -469,6 +408,14 @@ class Recipe:
         return self.summary
 
 
+def _short_note(s: dict) -> str:
+    """The line that says a search stopped short of the trials asked for, and why."""
+    missing, running = s["trials"] - s["finished"], s.get("running") or 0
+    why = (f"{running} trial(s) still marked running by another worker (a killed worker's trial is marked failed "
+           "after its heartbeat's grace period, 90 s)" if running else "the search was stopped")
+    return f"  stopped short: {missing} trial(s) missing; {why}. Run the same command again to add them."
+
+
 def report(summary: dict) -> str:
     """A short plain-text report of a recipe summary (what the command line prints)."""
     lines = [f"status: {summary.get('status')} (stage: {summary.get('stage')})"]
@@ -482,6 +429,8 @@ def report(summary: dict) -> str:
     if s.get("finished") is not None:
         lines.append(f"search: {s.get('finished')} of {s.get('trials')} trials finished ({s.get('complete')} completed, "
                      f"{s.get('pruned')} pruned) in {s.get('storage')}")
+        if isinstance(s.get("trials"), int) and s["finished"] < s["trials"]:
+            lines.append(_short_note(s))
     if s.get("best_params"):
         params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in s["best_params"].items())
         lines.append(f"best trial #{s.get('best_trial')}: subset score {s.get('best_subset_score'):.4f}; {params}")
@@ -503,4 +452,4 @@ def report(summary: dict) -> str:
 
 
 __all__ = ["load_data", "profile", "profile_warnings", "plot_profile", "plot_scores", "check_output_dir", "Recipe",
-           "report", "write_json"]
+           "report", "write_json"]  # plot_profile, plot_scores: from helpers.plots.recipe, read as hp.recipe.* by notebook 07

@@ -23,7 +23,11 @@ from dataclasses import asdict, fields
 from pathlib import Path
 
 from .claims import CLAIMS, EXPERIMENTS, Claim, Experiment, claim, experiment
-from .training import TrainConfig, train
+from .config import pick_device
+from .evaluation import score
+from .models import load_model
+from .settings import TrainConfig
+from .training import prepare_task, train
 from .verdicts import compare, default_margin, judge, verdict
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -140,11 +144,6 @@ def record_of(run: dict, result) -> dict:
 
 def untuned_record(cfg: TrainConfig) -> dict:
     """Score the untuned model on the regime's dev and test splits (one record per regime)."""
-    from .config import pick_device
-    from .evaluation import score
-    from .models import load_model
-    from .training import prepare_task
-
     rc = cfg.resolved()
     task = prepare_task(rc)
     model = load_model(rc.model, device=pick_device(rc.device), max_seq_length=rc.max_seq_length)

@@ -30,6 +30,10 @@ from dataclasses import dataclass
 
 from transformers import TrainerCallback
 
+from .evaluation import score
+from .results import fmt_mean_sd, mean_sd
+from .training import train
+
 SIGNALS = ("metric", "loss")
 
 
@@ -263,16 +267,12 @@ def replay_over_seeds(results, rules, signals=("metric",), every: int = 1) -> di
 
 def seeds_table(rows_by_rule: dict[str, list[dict]]):
     """Mean ± sd over seeds of the kept test score and the compute used, per rule (pandas)."""
-    import numpy as np
     import pandas as pd
 
     table = []
     for name, rows in rows_by_rule.items():
-        t = np.array([r["test"] for r in rows], dtype=float)
-        c = np.array([r["compute"] for r in rows], dtype=float)
-        sd = float(t.std(ddof=1)) if len(t) > 1 else 0.0
-        table.append({"rule": name, "seeds": len(rows), "kept test": f"{t.mean():.4f} ± {sd:.4f}",
-                      "compute used": f"{c.mean():.0%}", "stops at step": ", ".join(str(r["stop"]) for r in rows)})
+        table.append({"rule": name, "seeds": len(rows), "kept test": fmt_mean_sd(r["test"] for r in rows),
+                      "compute used": f"{mean_sd(r['compute'] for r in rows)[0]:.0%}", "stops at step": ", ".join(str(r["stop"]) for r in rows)})
     return pd.DataFrame(table).set_index("rule")
 
 
@@ -319,8 +319,6 @@ class TestCurve(TrainerCallback):
     __test__ = False  # not a pytest test class
 
     def __init__(self, evaluator):
-        from .evaluation import score
-
         self.evaluator, self._score = evaluator, score
         self.points: list[dict] = []
 
@@ -339,8 +337,6 @@ def train_with_test_curve(cfg, data, **kwargs):
     Used for the runs that rules are replayed on: the replay then says which test
     score each rule would have kept.
     """
-    from .training import train
-
     tracker = TestCurve(data.test_evaluator)
     callbacks = [*kwargs.pop("callbacks", ()), tracker]
     result = train(cfg, data=data, callbacks=callbacks, **kwargs)
@@ -350,8 +346,6 @@ def train_with_test_curve(cfg, data, **kwargs):
 
 def restored_check(result, evaluator) -> dict:
     """Re-score an early-stopped run's returned model on the validation set: it must equal the best logged evaluation."""
-    from .evaluation import score
-
     signal = "loss" if result.config.get("early_stopping_metric") == "loss" else "metric"
     points = curve(result.evals, signal)
     best_step = (max if signal == "metric" else min)(points, key=lambda p: p[1])[0]

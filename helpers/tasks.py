@@ -141,3 +141,8 @@ def file_task(path, train_size: int | None = None, seed: int = 0, score_range=(0
         return {"queries": queries, "corpus": {v: k for k, v in corpus_ids.items()}, "relevant": relevant}
 
     return Task(str(path), train, dev, ir_evaluator(ir(dev), "file-dev"), ir_evaluator(ir(test), "file-test"), "nDCG@10")
+
+
+def texts(ds) -> list[str]:
+    """Every text of a split, column by column (scores left out): what the tokenizer sees (notebook 07's profile)."""
+    return [t for c in ds.column_names if c != "score" for t in ds[c]]

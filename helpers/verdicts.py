@@ -28,6 +28,7 @@ import numpy as np
 from scipy import stats
 
 from .config import EQUIVALENCE_MARGINS
+from .results import mean_sd as _mean_sd
 
 CONFIDENCE = 0.95
 NO_VERDICT = "NO VERDICT (one seed per arm; run at workshop scale for several seeds)"
@@ -66,9 +67,8 @@ def seeds_of(results) -> list:
 
 
 def mean_sd(results, key: str = "test") -> tuple[float, float]:
-    """Mean and sample standard deviation across runs (sd 0 for a single run)."""
-    v = values(results, key)
-    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+    """Mean and sample standard deviation across runs (sd 0 for a single run; :func:`helpers.results.mean_sd`)."""
+    return _mean_sd(values(results, key))
 
 
 def fmt(results, key: str = "test", digits: int = 4) -> str:

@@ -31,11 +31,11 @@ def fast():
 @pytest.fixture
 def no_training(monkeypatch):
     """Fail the test if anything starts training (or starts search workers): bad input must stop first."""
-    from helpers import distributed as Dist, recipe as R, search as S
+    from helpers import recipe as R, tuning as S, workers as W
 
     def refuse(*args, **kwargs):
         raise AssertionError("training started before the input was checked")
 
     monkeypatch.setattr(S, "train", refuse)
     monkeypatch.setattr(R, "train", refuse)
-    monkeypatch.setattr(Dist, "run_workers", refuse)
+    monkeypatch.setattr(W, "run_workers", refuse)

@@ -7,8 +7,9 @@ import pytest
 
 from helpers import batching as B
 from helpers.accumulation import chance_loss, compare_ways, gradient_agreement
-from helpers.memory import ActivationMemory
-from helpers.training import TrainConfig, steps_per_epoch
+from helpers.experiments import run_grid
+from helpers.measure import ActivationMemory
+from helpers.training import TrainConfig, steps_per_epoch, train
 
 
 # ----------------------------------------------------------------------------- arithmetic
@@ -29,11 +30,37 @@ def test_batch_plan_counts_steps_like_the_runner(n, bs, ga):
     assert p["effective_batch"] == bs * ga
 
 
+@pytest.mark.parametrize("n,bs,ga,one,two", [(100, 16, 1, 7, 3), (1000, 16, 1, 63, 31), (1000, 16, 4, 16, 8),
+                                             (37, 8, 2, 3, 1)])
+def test_calculator_batch_plan_and_runner_count_the_same_steps_on_1_and_2_devices(n, bs, ga, one, two):
+    """One owner of the arithmetic (issue: batch_plan said 4 steps where two processes take 3)."""
+    from helpers.distributed import data_parallel_steps
+    from helpers.widgets import BatchCalculator
+
+    calc = BatchCalculator(batch_size=bs, grad_accum=ga, data_size=n)
+    for devices, expected in ((1, one), (2, two)):
+        calc.devices.value = devices
+        runner = steps_per_epoch(n, bs, ga) if devices == 1 else data_parallel_steps(n, bs, ga, devices)
+        assert B.batch_plan(bs, ga, devices, n)["steps_per_epoch"] == runner == expected
+        assert calc.plan["steps_per_epoch"] == expected, (devices, calc.plan)
+
+
+def test_one_process_trains_the_steps_the_plan_shows(sts_small):
+    r = train(TrainConfig(epochs=1, batch_size=12, evals_per_epoch=0, max_seq_length=32, final_test=False),
+              data=sts_small, progress=False)
+    assert r.steps == B.batch_plan(12, 1, 1, len(sts_small.train))["steps_per_epoch"] == 3  # 32 rows: 12 + 12 + 8
+
+
+def test_batch_plan_refuses_devices_without_a_full_batch():
+    with pytest.raises(ValueError, match="no full batch"):
+        B.batch_plan(16, devices=4, data_size=40)
+
+
 def test_batch_plan_with_devices_and_warmup():
     p = B.batch_plan(16, grad_accum=4, devices=2, data_size=1000, epochs=3, base_lr=2e-5, base_batch=16,
                      warmup_fraction=0.1)
     assert p["effective_batch"] == 128
-    assert p["steps_per_epoch"] == 8  # 1000 / 32 per pass over both devices = 32 passes (last one short), / 4
+    assert p["steps_per_epoch"] == 8  # 1000 // 16 = 62 full batches (the short one dropped), 31 per device, / 4
     assert p["total_steps"] == 24 and p["warmup_steps"] == 3
     assert p["rates"]["linear"] == pytest.approx(16e-5) and p["rates"]["sqrt"] == pytest.approx(2e-5 * math.sqrt(8))
     assert p["forward_batch"] == 16
@@ -157,7 +184,7 @@ def test_grid_runs_measure_speed_and_activation_memory(code_small):
     base = TrainConfig(task="codesearch", loss="mnrl", max_seq_length=32, batch_size=8, evals_per_epoch=1)
     arms = {"mnrl 16": base.replace(batch_size=16), "cached 16/4": base.replace(loss="cached_mnrl", batch_size=16,
                                                                                mini_batch_size=4)}
-    res = B.timed_memory_grid(arms, [0], data=code_small, progress=False, divergence_guard=False)
+    res = run_grid(arms, [0], data=code_small, progress=False, divergence_guard=False, speed=True, memory=True)
     for runs in res.values():
         r = runs[0]
         assert r.steps == 2 and r.train_steps_per_sec > 0 and r.train_s_per_epoch > 0 and r.activation_mb > 0
@@ -196,7 +223,7 @@ def test_the_trainer_excludes_bias_and_layernorm_from_weight_decay(sts_small, fa
 
 
 def test_calculator_updates_live():
-    from helpers.batch_widgets import BatchCalculator
+    from helpers.widgets import BatchCalculator
 
     calc = BatchCalculator(batch_size=16, data_size=1000, base_lr=2e-5, base_batch=16)
     png, info = calc.image.value, calc.info.value
@@ -218,7 +245,7 @@ def test_calculator_updates_live():
 
 
 def test_calculator_button_trains_in_the_dashboard(sts_small):
-    from helpers.batch_widgets import BatchCalculator
+    from helpers.widgets import BatchCalculator
     from helpers.widgets import TrainingDashboard
 
     calc = BatchCalculator(batch_size=8, grad_accum=2, data_size=32, base_batch=8, rule="sqrt")

@@ -10,7 +10,7 @@ import pytest
 from optuna.trial import TrialState
 from transformers import TrainerCallback
 
-from helpers import cli, recipe as R, search as S
+from helpers import cli, recipe as R, tuning as S
 from helpers.data import load_stsb
 
 ROOT = Path(__file__).resolve().parent.parent

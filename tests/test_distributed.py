@@ -13,32 +13,34 @@ from pathlib import Path
 import optuna
 import pytest
 
-from helpers import cli, distributed as Dist, search as S
+from helpers import cli, distributed as Dist, tuning as S, workers as W
+from helpers.batching import batch_plan
 from helpers.training import ConfigError, TrainConfig, TrainResult, train
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "WORKSHOP_SCALE": "smoke",
        "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
-# Logs which process saves the model, then runs one training like ``python -m helpers.distributed``.
+# Logs which process saves the model, then runs one training like ``python -m helpers train``.
 SCRIPT = """
 import os, sys
 import helpers.training as T
-from helpers.distributed import main
+from helpers.cli import main
 
 real = T.save_model_atomically
 def logged(model, out):
     print(f"SAVED rank={os.environ['RANK']}", flush=True)
     return real(model, out)
 T.save_model_atomically = logged
-sys.exit(main(sys.argv[1:]))
+sys.exit(main(["train", *sys.argv[1:]]))
 """
 
 
 def test_two_processes_train_as_one_and_rank_0_writes_once(tmp_path):
     script = tmp_path / "run_one.py"
     script.write_text(SCRIPT)
-    cfg = {"train_size": 32, "dev_size": 32, "test_size": 32, "max_steps": 2, "max_seq_length": 32, "batch_size": 8,
+    # 40 rows, batch 8, 2 processes: the trainer drops the short batch, 5 full batches -> 2 rounds of 2 per epoch
+    cfg = {"train_size": 40, "dev_size": 32, "test_size": 32, "epochs": 1, "max_seq_length": 32, "batch_size": 8,
            "evals_per_epoch": 1, "lr_scaling": "linear", "base_batch_size": 8, "output_dir": str(tmp_path / "model")}
     p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                         str(script), "--config", json.dumps(cfg), "--result", str(tmp_path / "result.json")],
@@ -49,6 +51,7 @@ def test_two_processes_train_as_one_and_rank_0_writes_once(tmp_path):
     assert set(ranks) == {0, 1}
     for r in ranks.values():
         assert r["world_size"] == 2 and r["effective_batch"] == 2 * 8 and r["steps"] == 2
+        assert r["steps"] == batch_plan(8, 1, 2, 40)["steps_per_epoch"]  # what the batch calculator shows
         assert r["learning_rate"] == pytest.approx(2e-5 * 16 / 8)  # the linear rule scaled by 8 x 1 x 2 processes
     for key in ("dev", "test", "train_loss", "stop_reason"):  # one model, one set of numbers
         assert ranks[0][key] == ranks[1][key], key
@@ -101,7 +104,7 @@ def test_bad_worker_requests_exit_2_before_anything_trains(extra, message, tmp_p
 def test_workers_are_refused_under_torchrun(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ValueError, match="torchrun"):
-        Dist.check_workers(2, None)
+        W.check_workers(2, None)
 
 
 def test_gradual_unfreezing_is_refused_with_several_processes(monkeypatch):
@@ -118,8 +121,8 @@ def test_data_parallel_arithmetic():
     with pytest.raises(ConfigError, match="batch_size"):
         Dist.data_parallel_steps(32, 32, 1, 2)
     assert Dist.world_size() == 1 and Dist.is_main_process() and Dist.broadcast("x") == "x"
-    assert Dist.local_device("cuda") == "cuda" and Dist.is_memory_storage("sqlite:///:memory:")
-    assert not Dist.is_memory_storage("sqlite:////tmp/x.db")
+    assert Dist.local_device("cuda") == "cuda" and W.is_memory_storage("sqlite:///:memory:")
+    assert not W.is_memory_storage("sqlite:////tmp/x.db")
 
 
 def test_a_worker_gets_the_same_command_with_its_own_number(tmp_path):
@@ -127,7 +130,7 @@ def test_a_worker_gets_the_same_command_with_its_own_number(tmp_path):
     args = parser.parse_args(["search", "--train", "p.csv", "--score-range", "0", "5", "--output", "o", "--workers",
                               "3", "--worker", "1", "--subset", "0.5", "--pruner", "median", "--loss", "cosent"])
     search = next(a for a in parser._actions if a.dest == "command").choices["search"]
-    argv = Dist.worker_argv(search, args, worker=4, storage="sqlite:////x/study.db", output=tmp_path / "w4",
+    argv = W.worker_argv(search, args, worker=4, storage="sqlite:////x/study.db", output=tmp_path / "w4",
                             scale="smoke", trials=6)
     again = parser.parse_args(["search", *argv])
     assert again.workers is None and again.worker == 4 and again.storage == "sqlite:////x/study.db"
@@ -138,11 +141,11 @@ def test_a_worker_gets_the_same_command_with_its_own_number(tmp_path):
 
 def test_trial_budget_counts_running_trials_and_refuses_surplus():
     study = optuna.create_study()
-    budget = Dist.TrialBudget(2)
+    budget = W.TrialBudget(2)
     first, second = study.ask(), study.ask()  # two workers' running trials
     assert budget.full(study)
     third = study.ask()
-    with pytest.raises(Dist.SurplusTrial):
+    with pytest.raises(W.SurplusTrial):
         budget.guard(lambda t: 1.0)(third)
     assert budget.guard(lambda t: 1.0)(second) == 1.0  # within the budget: it trains
     study.tell(first, state=optuna.trial.TrialState.FAIL)  # a failed trial frees its place

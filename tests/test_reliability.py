@@ -40,7 +40,7 @@ def run_dirs(monkeypatch):
             made.append(path)
         return path
 
-    monkeypatch.setattr(T.tempfile, "mkdtemp", mkdtemp)
+    monkeypatch.setattr(tempfile, "mkdtemp", mkdtemp)  # train() makes its folder through helpers.distributed
     return made
 
 

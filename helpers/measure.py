@@ -1,11 +1,14 @@
-"""Peak memory of a block of code: CUDA (allocator peak), Apple MPS (Metal driver allocations), CPU (process RSS).
+"""Measuring a run: peak memory (CUDA allocator, Apple MPS driver, CPU RSS), activation memory, training-only time.
 
-Used by the training runner for every result, and by notebooks 02 and 03
-when they compare freezing and batch sizes.
+Core layer: imports nothing from ``helpers``. Used by the training runner for
+every result (:class:`PeakMemory`), and by :func:`helpers.run_grid` when notebooks
+02 and 03 compare the speed and memory of freezing and batch sizes
+(:func:`step_timer`, :func:`activation_memory_callback`, :class:`ActivationMemory`).
 """
 from __future__ import annotations
 
 import threading
+import time
 
 import psutil
 
@@ -204,3 +207,33 @@ def activation_memory_callback():
             self._close()
 
     return ActivationMemoryCallback()
+
+
+def step_timer():
+    """A trainer callback timing the optimizer steps only (forward, backward, update), without evaluations.
+
+    ``callback.runs`` holds one ``{"steps", "seconds"}`` per training run, in order
+    (:func:`helpers.run_grid` with ``speed=True``, notebooks 02 and 03).
+    """
+    from transformers import TrainerCallback
+
+    class StepTimer(TrainerCallback):
+        def __init__(self):
+            self.runs: list[dict] = []
+            self._t = 0.0
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.runs.append({"steps": 0, "seconds": 0.0})
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            self._t = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.runs[-1]["steps"] += 1
+            self.runs[-1]["seconds"] += time.perf_counter() - self._t
+
+    return StepTimer()
+
+
+__all__ = ["CUDA_ALLOCATOR", "MPS_DRIVER", "PROCESS_RSS", "memory_source", "PeakMemory", "ActivationMemory",
+           "activation_memory_callback", "step_timer"]

@@ -1,6 +1,6 @@
 """The batch calculator (notebook 03): batch, accumulation, devices, data and base rate in; steps and rates out, live.
 
-Drawn like the other widgets (:mod:`helpers.widgets`): matplotlib into an
+Drawn like the other widgets (:mod:`helpers.widgets.common`): matplotlib into an
 ``ipywidgets.Image``, so every change replaces one picture, and every
 callback can be driven without a browser (``tests/test_batching.py``).
 """
@@ -10,15 +10,9 @@ import ipywidgets as W
 import numpy as np
 from matplotlib.figure import Figure
 
-from .batching import RULE_EXPONENTS, batch_plan
-from .training import TrainConfig
-from .widgets import figure_png
-
-try:  # stable CSS classes for the browser tests, where helpers.widgets provides them
-    from .widgets import css_hooks
-except ImportError:  # pragma: no cover
-    def css_hooks(prefix: str, **parts) -> None:
-        return None
+from ..batching import RULE_EXPONENTS, batch_plan
+from ..settings import TrainConfig
+from .common import css_hooks, figure_png
 
 RULE_LABELS = {"none": "keep the rate", "sqrt": "square root (Adam)", "linear": "linear (SGD)"}
 
@@ -74,7 +68,11 @@ class BatchCalculator:
 
     def _update(self, change=None) -> None:
         v = self.values()
-        p = self.plan = batch_plan(**v)
+        try:
+            p = self.plan = batch_plan(**v)
+        except ValueError as exc:  # e.g. more devices than full batches: say so instead of a traceback
+            self.info.value = f"<p style='max-width:430px'><b>No plan:</b> {exc}</p>"
+            return
         eff, chosen = p["effective_batch"], self.rule.value
         rates = "".join(
             f"<tr><td>{RULE_LABELS[r]}</td><td><b>{lr:.2e}</b>{' &larr; used' if r == chosen else ''}</td></tr>"
@@ -125,3 +123,6 @@ class BatchCalculator:
         from IPython.display import display
 
         display(self.widget)
+
+
+__all__ = ["RULE_LABELS", "BatchCalculator"]

@@ -1,32 +1,14 @@
-"""Plots for validation curves, stopping rules, seeds (notebook 04) and the loss x task matrix (notebook 05)."""
+"""Plots for validation curves, stopping rules and seeds (notebook 04)."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .plots import min_max_bars
-
-RULE_STYLES = ["--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1)), (0, (1, 1))]
-RULE_COLORS = ["tab:purple", "tab:brown", "tab:blue", "tab:orange", "tab:pink", "tab:olive", "tab:cyan"]
+from .common import epoch_lines, min_max_bars, smooth
 
 
-def _epoch_lines(ax, result) -> None:
-    """Dotted vertical lines at the epoch boundaries of a run."""
-    per_epoch = None
-    for p in result.train_loss:
-        if p.get("epoch") and p["epoch"] >= 1:
-            per_epoch = round(p["step"] / p["epoch"])
-            break
-    if not per_epoch:
-        return
-    for k in range(per_epoch, (result.steps or 0) + 1, per_epoch):
-        ax.axvline(k, color="grey", lw=0.6, ls=":", zorder=0)
-
-
-def _smooth(values, k: int):
-    if len(values) < k or k < 2:
-        return np.asarray(values, dtype=float)
-    return np.convolve(values, np.ones(k) / k, mode="valid")
+STOP_RULE_STYLES = ["--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1)), (0, (1, 1))]  # one per stopping rule
+STOP_RULE_COLORS = ["tab:purple", "tab:brown", "tab:blue", "tab:orange", "tab:pink", "tab:olive", "tab:cyan"]
 
 
 def plot_validation(result, title: str | None = None, ax=None, test: bool = True):
@@ -41,13 +23,13 @@ def plot_validation(result, title: str | None = None, ax=None, test: bool = True
     losses = [p["loss"] for p in result.train_loss]
     ax.plot(steps, losses, color="tab:blue", alpha=0.25, lw=1)
     k = max(2, len(losses) // 15)
-    sm = _smooth(losses, k)
+    sm = smooth(losses, k)
     ax.plot(steps[len(steps) - len(sm):], sm, color="tab:blue", label="training loss (smoothed)")
     ev = [e for e in result.evals if e.get("loss") is not None]
     ax.plot([e["step"] for e in ev], [e["loss"] for e in ev], color="tab:orange", marker="o", ms=3,
             label="validation loss")
     ax.set(xlabel="optimizer step", ylabel="loss")
-    _epoch_lines(ax, result)
+    epoch_lines(ax, result)
     ax2 = ax.twinx()
     ev = [e for e in result.evals if e.get("metric") is not None]
     ax2.plot([e["step"] for e in ev], [e["metric"] for e in ev], color="tab:green", marker="s", ms=3,
@@ -79,10 +61,10 @@ def plot_replays(evals, replays, metric: str = "Spearman", ax=None, title: str |
         ax.plot(st, [test[s] for s in st], color="tab:red", ls="--", lw=1, alpha=0.7, label=f"test {metric}")
     dev = {e["step"]: e["metric"] for e in ev}
     for i, rp in enumerate(replays):
-        c = RULE_COLORS[i % len(RULE_COLORS)]
+        c = STOP_RULE_COLORS[i % len(STOP_RULE_COLORS)]
         label = f"{rp.rule}" + ("" if rp.signal == "metric" else f" on {rp.signal}")
         label += f": stops at {rp.stop_step}" if rp.fired else ": never fires"
-        ax.axvline(rp.stop_step, color=c, ls=RULE_STYLES[i % len(RULE_STYLES)], lw=1.5, label=label)
+        ax.axvline(rp.stop_step, color=c, ls=STOP_RULE_STYLES[i % len(STOP_RULE_STYLES)], lw=1.5, label=label)
         if rp.kept_step in dev:
             ax.scatter([rp.kept_step], [dev[rp.kept_step]], color=c, s=60, zorder=5, marker="D")
     ax.set(xlabel="optimizer step", ylabel=metric, title=title or "where each rule stops (diamonds: kept checkpoint)")
@@ -101,7 +83,7 @@ def plot_loss_vs_metric(result, replays=(), ax=None):
         a.scatter([best["step"]], [best[signal]], s=120, facecolors="none", edgecolors="black", zorder=5,
                   label=f"best at step {best['step']}")
         for i, rp in enumerate(r for r in replays if r.signal == signal):
-            a.axvline(rp.stop_step, color="black", ls=RULE_STYLES[i % len(RULE_STYLES)], lw=1,
+            a.axvline(rp.stop_step, color="black", ls=STOP_RULE_STYLES[i % len(STOP_RULE_STYLES)], lw=1,
                       label=f"{rp.rule} stops at {rp.stop_step}" if rp.fired else f"{rp.rule} never fires")
         name = "validation loss" if signal == "loss" else f"validation {result.metric}"
         a.set(title=name, xlabel="optimizer step")
@@ -146,49 +128,4 @@ def plot_seed_curves(results, cut_step: int | None = None, ax=None, title: str |
     return ax
 
 
-def plot_cross_matrix(delta, ax=None, title: str = "change from the untuned model, per training arm and task",
-                      own: dict[str, str] | None = None, labels: dict[str, str] | None = None):
-    """Heat map of score changes (rows: what was trained, columns: the task scored); own-task cells are boxed.
-
-    ``labels`` renames the columns on the plot (e.g. ``helpers.crosseval.TASK_LABELS``).
-    """
-    if ax is None:
-        _, ax = plt.subplots(figsize=(2.4 + 2.8 * delta.shape[1], 0.9 + 0.55 * delta.shape[0]))
-    vals = delta.values.astype(float)
-    lim = max(float(np.nanmax(np.abs(vals))), 1e-3)
-    im = ax.imshow(vals, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
-    ax.set_xticks(range(delta.shape[1]), [(labels or {}).get(c, str(c)) for c in delta.columns])
-    ax.set_yticks(range(delta.shape[0]), [str(i) for i in delta.index])
-    for i in range(vals.shape[0]):
-        for j in range(vals.shape[1]):
-            ax.text(j, i, f"{vals[i, j]:+.4f}", ha="center", va="center", fontsize=9,
-                    color="white" if abs(vals[i, j]) > lim * 0.6 else "black")
-            if own and own.get(delta.index[i]) == delta.columns[j]:
-                ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=2.2, ec="black"))
-    plt.colorbar(im, ax=ax, label="score - untuned score")
-    ax.set_title(title)
-    return ax
-
-
-def plot_inbatch(view, row: int = 0, ax=None, max_chars: int = 38):
-    """For one anchor of the batch: the softmax over its in-batch candidates at each scale (bars per scale)."""
-    scales = list(view["scales"])
-    cands = list(view["texts"]["positive"]) + list(view["texts"].get("negative", []))
-    n = view["n"]
-    if ax is None:
-        _, ax = plt.subplots(figsize=(11, 0.9 + 0.32 * len(cands)))
-    y = np.arange(len(cands))
-    h = 0.8 / len(scales)
-    for k, s in enumerate(scales):
-        ax.barh(y + k * h, view["scales"][s]["probs"][row], h, label=f"scale {s:g} (temperature {1 / s:g})")
-    labels = []
-    for j, t in enumerate(cands):
-        kind = "POSITIVE" if j == row else ("hard neg. (own)" if j == n + row else ("hard neg." if j >= n else "in-batch"))
-        t = t if len(t) <= max_chars else t[: max_chars - 1] + "…"
-        labels.append(f"{kind}: {t}  cos {view['sims'][row, j]:.2f}")
-    ax.set_yticks(y + h * (len(scales) - 1) / 2, labels, fontsize=7)
-    ax.invert_yaxis()
-    anchor = view["texts"]["anchor"][row]
-    ax.set(xlabel="softmax probability", title=f"anchor: {anchor[:80]}")
-    ax.legend(fontsize=7, loc="lower right")
-    return ax
+__all__ = ["plot_validation", "plot_replays", "plot_loss_vs_metric", "plot_rule_tradeoff", "plot_seed_curves"]

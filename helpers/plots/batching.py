@@ -4,9 +4,11 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .batching import RULE_EXPONENTS
+from ..batching import RULE_EXPONENTS, best_rates, fitted_exponent
+from .common import plot_seed_bands
 
-RULE_STYLES = {"none": ":", "sqrt": "--", "linear": "-"}
+
+SCALING_RULE_STYLES = {"none": ":", "sqrt": "--", "linear": "-"}  # one line style per batch-size rule
 
 
 def plot_rate_grid(table, base_lr: float, base_batch: int, key: str = "dev", metric: str = "Spearman", best=None):
@@ -17,8 +19,6 @@ def plot_rate_grid(table, base_lr: float, base_batch: int, key: str = "dev", met
     The rules start from ``base_lr`` at ``base_batch``; a star marks each batch
     size's best rate, grey dots the rates tried.
     """
-    from .batching import best_rates, fitted_exponent
-
     best = best_rates(table, key) if best is None else best
     fig, (ax_s, ax_r) = plt.subplots(1, 2, figsize=(13, 4.2))
     for b, part in table.groupby("batch"):
@@ -31,7 +31,7 @@ def plot_rate_grid(table, base_lr: float, base_batch: int, key: str = "dev", met
     batches = np.array(sorted(table["batch"].unique()), dtype=float)
     xs = np.geomspace(batches.min() / 1.3, batches.max() * 1.3, 50)
     for rule, p in RULE_EXPONENTS.items():
-        ax_r.plot(xs, base_lr * (xs / base_batch) ** p, RULE_STYLES[rule], color="black", lw=1.2,
+        ax_r.plot(xs, base_lr * (xs / base_batch) ** p, SCALING_RULE_STYLES[rule], color="black", lw=1.2,
                   label=f"{rule} (x batch^{p:g})")
     ax_r.scatter(table["batch"], table["rate"], color="grey", s=18, zorder=3, label="rates tried")
     ax_r.scatter(best.index, best["rate"], marker="*", s=220, color="tab:red", zorder=4, label=f"best by {key}")
@@ -97,8 +97,6 @@ def plot_arms_costs(results_by_arm: dict[str, list], untuned: float | None = Non
 
 def plot_weight_decay(results_by_arm: dict[str, list], metric: str = "Spearman"):
     """Training loss (mean over seeds), validation loss and validation metric (mean, min-max band) per weight decay."""
-    from .plots import plot_seed_bands
-
     fig, axes = plt.subplots(1, 3, figsize=(15, 3.6))
     for arm, runs in results_by_arm.items():
         n = min(len(r.train_loss) for r in runs)
@@ -111,3 +109,6 @@ def plot_weight_decay(results_by_arm: dict[str, list], metric: str = "Spearman")
     plot_seed_bands(results_by_arm, key="metric", ax=axes[2], title=f"validation {metric} (mean, min-max)")
     fig.tight_layout()
     return fig
+
+
+__all__ = ["plot_rate_grid", "plot_batch_costs", "plot_arms_costs", "plot_weight_decay"]
