@@ -126,3 +126,76 @@ def test_transfer_helpers(stored):
     assert math.isfinite(S.subset_score(picked[-1]))
     assert S.storage_url("sqlite:///x.db") == "sqlite:///x.db"
     assert isinstance(S.make_pruner("hyperband", 4), optuna.pruners.HyperbandPruner)
+
+
+# ----------------------------------------------------------------------------- a search killed with SIGKILL
+
+
+def _trial_states(db) -> tuple[int, int]:
+    """(finished trials, running trials whose process is recorded) in a study's SQLite file, read without Optuna."""
+    import sqlite3
+
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        states = [s for (s,) in con.execute("SELECT state FROM trials")]
+        running = con.execute("SELECT COUNT(*) FROM trials t JOIN trial_user_attributes a ON a.trial_id = t.trial_id "
+                              "WHERE t.state = 'RUNNING' AND a.key = 'pid'").fetchone()[0]
+    finally:
+        con.close()
+    return sum(s in ("COMPLETE", "PRUNED") for s in states), running
+
+
+def test_a_search_killed_with_sigkill_resumes_to_the_trials_it_was_asked_for(tmp_path):
+    """Killed during a trial and rerun at once (inside the heartbeat's grace period): 3 of 3 trials, not 2."""
+    import contextlib
+    import json
+    import os
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from helpers import cli
+
+    root = Path(__file__).resolve().parent.parent
+    out = tmp_path / "out"
+    args = ["search", "--train-size", "40", "--trials", "3", "--scale", "smoke", "--max-seq-length", "32",
+            "--no-progress", "--output", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WORKSHOP_SCALE": "smoke", "HF_HUB_OFFLINE": "1"}
+    p = subprocess.Popen([sys.executable, "-m", "helpers", *args], cwd=root, env=env, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 600
+        while True:
+            assert p.poll() is None, "the search ended before a trial could be killed: " + p.stderr.read()[-2000:]
+            assert time.monotonic() < deadline, "no trial started after a finished one within 10 minutes"
+            with contextlib.suppress(sqlite3.Error):
+                if (out / "study.db").exists() and (lambda f, r: f >= 1 and r >= 1)(*_trial_states(out / "study.db")):
+                    break
+            time.sleep(0.2)
+    finally:
+        p.kill()  # SIGKILL: no clean-up, the trial stays RUNNING in the study
+        p.wait()
+        p.stderr.close()
+    finished_before, running = _trial_states(out / "study.db")
+    assert running == 1 and finished_before in (1, 2)
+    assert cli.main(args) == 0  # at once: well inside the 90 s grace period of the heartbeat
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["search"]["finished"] == 3 and summary["search"]["trials"] == 3
+    assert summary["search"]["new_trials"] == 3 - finished_before
+    study = S.create_study("recipe", out / "study.db")
+    states = [t.state for t in study.trials]
+    assert states.count(TrialState.FAIL) == 1 and len(S.finished(study)) == 3
+    assert TrialState.RUNNING not in states
+
+
+def test_the_report_says_when_a_search_stopped_short():
+    from helpers.recipe import report
+
+    summary = {"status": "finished", "stage": "done",
+               "search": {"finished": 5, "trials": 6, "complete": 4, "pruned": 1, "storage": "x", "running": 1}}
+    text = report(summary)
+    assert "search: 5 of 6 trials finished" in text
+    assert "stopped short: 1 trial(s) missing; 1 trial(s) still marked running" in text
+    assert "stopped short" not in report({**summary, "search": {**summary["search"], "finished": 6}})
