@@ -199,3 +199,24 @@ def test_the_report_says_when_a_search_stopped_short():
     assert "search: 5 of 6 trials finished" in text
     assert "stopped short: 1 trial(s) missing; 1 trial(s) still marked running" in text
     assert "stopped short" not in report({**summary, "search": {**summary["search"], "finished": 6}})
+
+
+def test_every_stored_study_has_a_heartbeat_and_a_constant_liar(tmp_path):
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+
+    study = S.create_study("h", tmp_path / "study.db", worker=1)
+    assert is_heartbeat_enabled(study._storage) and study._storage.get_heartbeat_interval() == S.HEARTBEAT_INTERVAL
+    assert study.sampler._constant_liar
+    # different workers still get different seeds: their random start-up proposals would otherwise be the same
+    other = S.create_study("h", tmp_path / "study.db", worker=2)
+    assert study.sampler._rng.rng.randint(1 << 30) != other.sampler._rng.rng.randint(1 << 30)
+
+
+def test_local_workers_keep_sqlite_because_the_journal_storage_has_no_heartbeat():
+    """JournalStorage measured 6x faster bookkeeping (0.05 s against 0.33 s per trial, 2 workers; README), which
+    a trial of seconds to minutes of training never notices; without a heartbeat a killed worker's trial
+    would stay RUNNING for good. When Optuna adds one, measure again."""
+    from optuna.storages._heartbeat import BaseHeartbeat
+
+    assert not issubclass(optuna.storages.JournalStorage, BaseHeartbeat)
+    assert issubclass(optuna.storages.RDBStorage, BaseHeartbeat)
