@@ -6,7 +6,8 @@ the import graph and fails on any cycle and on any import that points up):
 
 1. core: ``config``, ``data``, ``codesearch``, ``tasks``, ``models``,
    ``schedules``, ``losses``, ``evaluation``, ``measure`` (memory, step time),
-   ``results`` (TrainResult, the one JSON writer, mean ± sd);
+   ``results`` (TrainResult, the one JSON writer, mean ± sd), ``devices`` (the GPU path),
+   ``datafetch`` (``make data``);
 2. the runner and its knobs: ``settings`` (TrainConfig, validate),
    ``batching`` (rate rules, steps per epoch), ``freezing``, ``distributed``
    (torchrun primitives), ``callbacks``, ``training`` (:func:`train`);
@@ -63,7 +64,7 @@ _SUBMODULES = (
     "accumulation", "batching", "callbacks", "cli", "codesearch", "config", "crosseval", "data", "distributed",
     "evaluation", "experiments", "freezing", "inbatch", "losses", "measure", "models", "plots", "rangetest",
     "recipe", "results", "schedules", "search", "settings", "stopping", "tasks", "training", "transfer", "tuning",
-    "verdicts", "widgets", "workers", "claims", "reference",
+    "verdicts", "widgets", "workers", "claims", "reference", "devices", "datafetch",
 )
 _ALIASES = {"curve_plots": "plots", "batch_plots": "plots", "batch_widgets": "widgets", "memory": "measure"}
 

@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PKG = ROOT / "helpers"
 
 LAYERS = {
-    1: ["config", "data", "codesearch", "tasks", "models", "schedules", "losses", "evaluation", "measure", "results"],
+    1: ["config", "data", "codesearch", "tasks", "models", "schedules", "losses", "evaluation", "measure", "results",
+        "devices", "datafetch"],
     2: ["settings", "batching", "freezing", "distributed", "callbacks", "training"],
     3: ["experiments", "verdicts", "stopping", "crosseval", "rangetest", "accumulation", "inbatch", "tuning", "transfer",
         "workers", "claims", "reference"],
@@ -218,3 +219,15 @@ def test_the_command_lines_choices_are_the_searchs():
     actions = {a.dest: a for a in recipe._actions}
     assert tuple(actions["pruner"].choices) == tuning.PRUNERS
     assert actions["subset"].default == tuning.SUBSET_FRACTION
+
+
+def test_the_readmes_layout_names_every_module():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    layout = text[text.index("## Layout"):text.index(".ci/run", text.index("## Layout"))]
+    missing = [p.name for p in PKG.glob("*.py") if p.name not in layout]
+    missing += [f"{p.name}/" for p in PKG.iterdir() if p.is_dir() and (p / "__init__.py").exists()
+                and f"{p.name}/" not in layout]
+    missing += [f"plots/{p.stem}" for p in (PKG / "plots").glob("*.py") if p.stem != "__init__" and p.stem not in layout]
+    missing += [f"widgets/{p.stem}" for p in (PKG / "widgets").glob("*.py")
+                if p.stem != "__init__" and p.stem not in layout]
+    assert not missing, f"README's Layout section does not name: {missing}"

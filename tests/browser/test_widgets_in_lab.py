@@ -27,6 +27,8 @@ import nbformat
 import pytest
 from nbformat.sign import NotebookNotary
 
+from helpers.batching import steps_per_epoch
+
 pytestmark = pytest.mark.browser
 
 HOST = "127.0.0.1"
@@ -507,7 +509,7 @@ def drive_03(page, lab, screenshots):
         """The numbers follow from the inputs: the effective batch, the trainer's step count, the rules."""
         v, n = inputs(), numbers()
         eff = v["batch"] * v["accum"] * v["devices"]
-        per_epoch = max(1, math.ceil(math.ceil(v["data"] / (v["batch"] * v["devices"])) / v["accum"]))
+        per_epoch = steps_per_epoch(v["data"], v["batch"], v["accum"], v["devices"])  # the runner's own count
         assert (n["effective"], n["per_epoch"]) == (eff, per_epoch), (v, n)
         assert n["total"] == per_epoch * v["epochs"] and n["warmup"] == math.ceil(n["total"] * v["warmup"]), (v, n)
         k = eff / v["base_batch"]
