@@ -67,7 +67,7 @@ def plot_batch_costs(table):
 def plot_arms_costs(results_by_arm: dict[str, list], untuned: float | None = None, metric: str = "nDCG@10"):
     """Per arm: test score (mean, min-max over seeds), training time per epoch and activation memory.
 
-    Runs come from :func:`helpers.batching.timed_memory_grid` (``train_s_per_epoch``, ``activation_mb``).
+    Runs come from ``hp.run_grid(..., speed=True, memory=True)`` (``train_s_per_epoch``, ``activation_mb``).
     """
     names = list(results_by_arm)
     fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
