@@ -13,7 +13,7 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
-from helpers import config, devices as D, distributed as Dist, memory as Mem
+from helpers import config, devices as D, distributed as Dist, memory as Mem, workers as W
 from helpers import training as T
 from helpers.evaluation import score
 from helpers.training import TrainConfig, train
@@ -108,13 +108,13 @@ def test_trainer_batch_check_catches_data_parallel(monkeypatch, gpus):
 
 
 def test_worker_k_sees_gpu_k_mod_n():
-    envs = [Dist.worker_env({}, k, 4, 2, cpu_count=8) for k in range(4)]
+    envs = [W.worker_env({}, k, 4, 2, cpu_count=8) for k in range(4)]
     assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["0", "1", "0", "1"]
     assert all(e["OMP_NUM_THREADS"] == "2" for e in envs)
     parent = {"CUDA_VISIBLE_DEVICES": "4,6", "OMP_NUM_THREADS": "3"}
-    assert [Dist.worker_env(parent, k, 3, 2)["CUDA_VISIBLE_DEVICES"] for k in range(3)] == ["4", "6", "4"]
-    assert Dist.worker_env(parent, 0, 3, 2)["OMP_NUM_THREADS"] == "3"
-    assert "CUDA_VISIBLE_DEVICES" not in Dist.worker_env({}, 1, 2, 0)  # no GPU: nothing to choose
+    assert [W.worker_env(parent, k, 3, 2)["CUDA_VISIBLE_DEVICES"] for k in range(3)] == ["4", "6", "4"]
+    assert W.worker_env(parent, 0, 3, 2)["OMP_NUM_THREADS"] == "3"
+    assert "CUDA_VISIBLE_DEVICES" not in W.worker_env({}, 1, 2, 0)  # no GPU: nothing to choose
 
 
 def test_run_workers_gives_each_worker_its_gpu(tmp_path, monkeypatch, capsys):
