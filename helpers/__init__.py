@@ -4,7 +4,7 @@ The package reads top to bottom in five layers; a module imports only from its
 own layer or the layers above it in this list (``tests/test_layers.py`` builds
 the import graph and fails on any cycle and on any import that points up):
 
-1. core: ``config``, ``data``, ``codesearch``, ``tasks``, ``models``,
+1. core: ``config``, ``data`` (with ``records``, the checks every loader shares), ``codesearch``, ``tasks``, ``models``,
    ``schedules``, ``losses``, ``evaluation``, ``measure`` (memory, step time),
    ``results`` (TrainResult, the one JSON writer, mean ± sd), ``devices`` (the GPU path),
    ``datafetch`` (``make data``);
@@ -64,7 +64,7 @@ _SUBMODULES = (
     "accumulation", "batching", "callbacks", "cli", "codesearch", "config", "crosseval", "data", "distributed",
     "evaluation", "experiments", "freezing", "inbatch", "losses", "measure", "models", "plots", "rangetest",
     "recipe", "results", "schedules", "search", "settings", "stopping", "tasks", "training", "transfer", "tuning",
-    "verdicts", "widgets", "workers", "claims", "reference", "devices", "datafetch",
+    "verdicts", "widgets", "workers", "claims", "reference", "devices", "datafetch", "records",
 )
 _ALIASES = {"curve_plots": "plots", "batch_plots": "plots", "batch_widgets": "widgets", "memory": "measure"}
 

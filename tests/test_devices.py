@@ -13,7 +13,7 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
-from helpers import config, devices as D, distributed as Dist, memory as Mem, workers as W
+from helpers import config, devices as D, memory as Mem, workers as W
 from helpers import training as T
 from helpers.evaluation import score
 from helpers.training import TrainConfig, train
@@ -124,7 +124,7 @@ def test_run_workers_gives_each_worker_its_gpu(tmp_path, monkeypatch, capsys):
     fake.write_text("#!/bin/sh\necho \"GPU=$CUDA_VISIBLE_DEVICES\"\nexit 3\n")  # reports its GPU, then fails
     fake.chmod(0o755)
     monkeypatch.setattr(sys, "executable", str(fake))
-    monkeypatch.setattr(Dist, "_gpu_count", lambda: 2)
+    monkeypatch.setattr(W, "gpu_count", lambda: 2)  # helpers.workers starts the workers
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     out = tmp_path / "out"
     cli.main(["search", "--workers", "3", "--trials", "3", "--scale", "smoke", "--max-seq-length", "32",

@@ -17,7 +17,7 @@ PKG = ROOT / "helpers"
 
 LAYERS = {
     1: ["config", "data", "codesearch", "tasks", "models", "schedules", "losses", "evaluation", "measure", "results",
-        "devices", "datafetch"],
+        "devices", "datafetch", "records"],
     2: ["settings", "batching", "freezing", "distributed", "callbacks", "training"],
     3: ["experiments", "verdicts", "stopping", "crosseval", "rangetest", "accumulation", "inbatch", "tuning", "transfer",
         "workers", "claims", "reference"],
