@@ -68,10 +68,24 @@ def run_key(cfg: TrainConfig) -> str:
     return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def untuned_key(cfg: TrainConfig) -> str:
-    """What the untuned score depends on: the model, the data and the sequence length."""
-    d = {k: getattr(cfg, k) for k in ("model", "task", "train_size", "dev_size", "test_size", "max_seq_length")}
+UNTUNED_FIELDS = ("model", "task", "train_size", "dev_size", "test_size", "max_seq_length")
+
+
+def untuned_key(cfg: TrainConfig | dict, python: str | None = None) -> str:
+    """What the untuned score depends on: the model, the data and the sequence length.
+
+    The code-search task is built from the running Python's standard library
+    (:mod:`helpers.codesearch`), so its data, and its key, also depend on the
+    Python version (``python``, default: this one).
+    """
+    if not isinstance(cfg, dict):  # the resolved settings, as the untuned record stores them
+        rc = cfg.resolved()
+        cfg = {k: getattr(rc, k) for k in UNTUNED_FIELDS}
+    get = cfg.get
+    d = {k: get(k) for k in UNTUNED_FIELDS}
     d["kind"] = "untuned"
+    if d["task"] == "codesearch":
+        d["python"] = ".".join((python or platform.python_version()).split(".")[:2])
     return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -89,6 +103,8 @@ def load_records(store: Path | None = None) -> dict[str, dict]:
             line = line.strip()
             if line:
                 rec = json.loads(line)
+                if rec.get("kind") == "untuned":  # keyed by what it depends on (older records: without Python)
+                    rec["key"] = untuned_key(rec["config"], rec.get("versions", {}).get("python"))
                 out[rec["key"]] = rec
     return out
 
@@ -201,6 +217,20 @@ def arm_runs(exp: Experiment, arm: str, rate: float | None, records: dict, smoke
     return out
 
 
+def device_kind(record: dict) -> str:
+    """``cuda``, ``mps`` or ``cpu``: the kind of device a record was trained on (``cuda:0`` -> ``cuda``)."""
+    return str(record.get("device") or "cpu").split(":")[0]
+
+
+def same_device_pairs(a_runs: list[dict], b_runs: list[dict]) -> tuple[list[dict], list[dict]]:
+    """The seeds both arms ran on the same kind of device, in seed order (a pair never mixes a GPU and a CPU run:
+    their kernels differ, so such a difference would be partly the device's)."""
+    b_by_seed = {r["seed"]: r for r in b_runs}
+    a = [r for r in a_runs if r["seed"] in b_by_seed
+         and device_kind(r["record"]) == device_kind(b_by_seed[r["seed"]]["record"])]
+    return a, [b_by_seed[r["seed"]] for r in a]
+
+
 def best_rate(exp: Experiment, arm: str, records: dict, rates=None, smoke: bool = False) -> tuple[float | None, dict]:
     """The arm's rate with the best mean dev score over its seeds (the nuisance choice), and every rate's mean."""
     rates = rates or ((exp.rates[:2] if smoke else exp.rates) or (None,))
@@ -225,11 +255,12 @@ def claim_comparison(c: Claim, records: dict | None = None, smoke: bool = False,
         ra, _ = best_rate(exp, c.a, records, smoke=smoke)
         rb, _ = best_rate(exp, c.b, records, smoke=smoke)
         a_name, b_name = c.a, c.b
-    a_runs = arm_runs(exp, a_name, ra, records, smoke)
-    b_runs = arm_runs(exp, b_name, rb, records, smoke)
+    a_runs, b_runs = same_device_pairs(arm_runs(exp, a_name, ra, records, smoke),
+                                       arm_runs(exp, b_name, rb, records, smoke))
     if not a_runs or not b_runs:
         return None
-    untuned = records.get(untuned_key(run_config(exp, c.a, None, 0, smoke)))
+    python = a_runs[0]["record"].get("versions", {}).get("python")
+    untuned = records.get(untuned_key(run_config(exp, c.a, None, 0, smoke), python))
     metric = a_runs[0]["record"].get("metric", "Spearman")
     a_label = a_name if ra is None else f"{a_name} @ {ra:g}"
     b_label = b_name if rb is None else f"{b_name} @ {rb:g}"

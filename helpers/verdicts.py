@@ -32,6 +32,8 @@ from .results import mean_sd as _mean_sd
 
 CONFIDENCE = 0.95
 NO_VERDICT = "NO VERDICT (one seed per arm; run at workshop scale for several seeds)"
+NO_VERDICT_WEAK_BASELINE = ("NO VERDICT (the baseline training did not beat the untuned model by more than the "
+                            "margin, so these runs cannot tell settings apart)")
 KEEPS_MARGIN = 0.01  # notebook 02's "keeps quality" claims: at most this much worse (non-inferiority)
 MAX_SEEDS_SUGGESTED = 50
 
@@ -165,14 +167,27 @@ class Comparison:
                 f"({self.n} {kind}; margin ±{self.margin:g})")
 
     @property
+    def baseline_gain(self) -> float | None:
+        """The baseline arm's mean minus the untuned model's score (None when the untuned score is unknown)."""
+        if self.untuned is None:
+            return None
+        return (self.mean_b if self.baseline == "b" else self.mean_a) - self.untuned
+
+    @property
+    def baseline_too_weak(self) -> bool:
+        """True when the baseline training did not beat the untuned model by more than the margin: the
+        experiment cannot decide anything about fine-tuning, whatever the arms' difference."""
+        return self.baseline_gain is not None and self.baseline_gain <= self.margin
+
+    @property
     def gain_text(self) -> str:
         """The baseline arm's gain over the untuned model, with a warning when training did not clearly help."""
         if self.untuned is None:
             return ""
-        name, mean = (self.b, self.mean_b) if self.baseline == "b" else (self.a, self.mean_a)
-        gain = mean - self.untuned
+        name = self.b if self.baseline == "b" else self.a
+        gain = self.baseline_gain
         text = f"baseline {name} gains {gain:+.4f} over the untuned model ({self.untuned:.4f})"
-        if gain <= self.margin:
+        if self.baseline_too_weak:
             text += ("; training did not clearly beat the untuned model, so this comparison says little "
                      "about fine-tuning")
         return text
@@ -260,7 +275,7 @@ def judge(comparison: Comparison, expect: str = "a_better", higher_is_better: bo
     """
     c = comparison
     out = c.outcome(higher_is_better)
-    if out == "one seed":
+    if out == "one seed" or c.baseline_too_weak:  # one seed has no interval; a weak baseline decides nothing
         return "no verdict"
     if expect in ("a_better", "b_better"):
         want = "better" if expect == "a_better" else "worse"
@@ -286,7 +301,10 @@ def verdict(claim: str, comparison: Comparison, supported_if_a_better: bool = Tr
     """One computed paragraph: the claim, what was measured (with the interval), and the verdict."""
     expect = expect or ("a_better" if supported_if_a_better else "b_better")
     j = judge(comparison, expect, higher_is_better)
-    status = NO_VERDICT if j == "no verdict" else STATUS[j]
+    if j == "no verdict" and comparison.baseline_too_weak and comparison.n >= 2:
+        status = NO_VERDICT_WEAK_BASELINE
+    else:
+        status = NO_VERDICT if j == "no verdict" else STATUS[j]
     if j == "inconclusive":
         extra = comparison.decided_by(higher_is_better)
         status += f" ({extra})" if extra else ""

@@ -106,3 +106,49 @@ def test_cli_lists_and_refuses_unknown_experiments(capsys):
     assert "schedule" in capsys.readouterr().out
     assert R.main(["--experiment", "nope"]) == 2
     assert "No reference experiment 'nope'" in capsys.readouterr().err
+
+
+def _rec(seed, test, device="cpu"):
+    return {"seed": seed, "test": test, "dev": test, "wall_s": 1.0, "record": {"device": device}}
+
+
+def test_a_pair_never_mixes_a_gpu_run_with_a_cpu_run():
+    a = [_rec(0, 0.85, "cuda"), _rec(1, 0.86, "cuda:0"), _rec(2, 0.87, "cpu")]
+    b = [_rec(0, 0.84, "cuda"), _rec(1, 0.85, "cpu"), _rec(2, 0.86, "cpu"), _rec(3, 0.9)]
+    pa, pb = R.same_device_pairs(a, b)
+    assert [r["seed"] for r in pa] == [r["seed"] for r in pb] == [0, 2]
+    assert R.device_kind({"device": "cuda:1"}) == "cuda" and R.device_kind({}) == "cpu"
+
+
+def test_untuned_keys_follow_what_the_score_depends_on():
+    stsb = TrainConfig(task="stsb")
+    assert R.untuned_key(stsb, "3.11.7") == R.untuned_key(stsb, "3.12.3")  # the same files on every Python
+    code = TrainConfig(task="codesearch", train_size=1000, max_seq_length=64)
+    assert R.untuned_key(code, "3.11.7") != R.untuned_key(code, "3.12.3")  # the stdlib differs between Pythons
+    rc = code.resolved()
+    stored = {k: getattr(rc, k) for k in R.UNTUNED_FIELDS}  # what an untuned record stores
+    assert R.untuned_key(stored, "3.12.1") == R.untuned_key(code, "3.12.3")
+
+
+def test_merging_records_from_elsewhere_is_idempotent(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("merge_reference", Path(__file__).parent.parent / "tools" /
+                                                  "merge_reference.py")
+    merge = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(merge)
+    src = tmp_path / "gpu" / "w1"
+    src.mkdir(parents=True)
+    untuned = {"kind": "untuned", "key": "old", "config": {k: None for k in R.UNTUNED_FIELDS} | {"task": "stsb"},
+               "versions": {"python": "3.12.3"}, "metrics": {"dev": 0.8, "test": 0.8}}
+    run = {"kind": "run", "key": "k1", "experiment": "schedule", "metrics": {"dev": 0.9, "test": 0.9}}
+    (src / "01_learning_rate_schedules.jsonl").write_text(json.dumps(untuned) + "\n" + json.dumps(run) + "\n")
+    (tmp_path / "gpu" / "w2").mkdir()
+    (tmp_path / "gpu" / "w2" / "01_learning_rate_schedules.jsonl").write_text(json.dumps(run) + "\n")  # a duplicate
+    store = tmp_path / "store"
+    first = merge.merge([tmp_path / "gpu"], store, note="GPU check")
+    assert first == {"untuned": 1, "schedule": 1}
+    assert merge.merge([tmp_path / "gpu"], store) == {}  # twice: nothing more
+    records = R.load_records(store)
+    assert records["k1"]["source"] == "GPU check" and len(records) == 2

@@ -116,6 +116,16 @@ def test_baseline_gain_line_warns_when_training_did_not_help():
     assert "did not clearly beat the untuned model" in verdict("a beats b", flat)
 
 
+def test_a_baseline_that_does_not_beat_the_untuned_model_decides_nothing():
+    """Arms far apart, but the baseline training left the model where it was: no verdict, and the reason."""
+    flat = compare("a", runs(0.86, 0.87, 0.865), "b", runs(0.82, 0.821, 0.822), untuned=0.82)
+    assert flat.outcome() == "better" and flat.baseline_too_weak
+    assert judge(flat, "a_better") == "no verdict"
+    assert "cannot tell settings apart" in verdict("a beats b", flat)
+    assert not compare("a", runs(0.86, 0.87, 0.865), "b", runs(0.85, 0.86, 0.855), untuned=0.82).baseline_too_weak
+    assert not compare("a", runs(0.86, 0.87), "b", runs(0.85, 0.86)).baseline_too_weak  # untuned score unknown
+
+
 def test_keeps_quality_is_non_inferiority():
     kept = compare("frozen", runs(0.848, 0.849, 0.850), "full", runs(0.850, 0.851, 0.852))
     assert "SUPPORTED" in verdict_keeps("freezing keeps quality", kept, margin=0.01)
