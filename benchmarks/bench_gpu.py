@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import record
+from common import RESULTS, record
 
 import helpers as hp
 
@@ -49,19 +49,25 @@ def peak_tflops(gpu_name: str, precision: str) -> float | None:
 
 
 class TokenCounter:
-    """Counts the padded tokens (and batches) that enter the transformer while it is active."""
+    """Counts the padded tokens (and batches) that enter the transformer while it is active.
+
+    It watches the input embedding table (every token id passes through it), not the backbone's
+    ``forward``: sentence-transformers 6 calls the backbone in a way that skips module hooks on it,
+    which left the first GPU check with a count of 0.
+    """
 
     def __init__(self, model):
-        self.module, self.tokens, self.batches, self._handle = hp.models.backbone(model), 0, 0, None
+        self.module = hp.models.backbone(model).get_input_embeddings()
+        self.tokens, self.batches, self._handle = 0, 0, None
 
-    def _hook(self, module, args, kwargs):
-        ids = kwargs.get("input_ids", args[0] if args else None)
+    def _hook(self, module, args):
+        ids = args[0] if args else None
         if ids is not None:
             self.tokens += int(ids.numel())  # shape only: no wait for the GPU
             self.batches += 1
 
     def __enter__(self):
-        self._handle = self.module.register_forward_pre_hook(self._hook, with_kwargs=True)
+        self._handle = self.module.register_forward_pre_hook(self._hook)
         return self
 
     def __exit__(self, *exc):
@@ -127,6 +133,32 @@ def concurrency(runs: int, batch: int, steps: int) -> dict:
             "pairs_per_s_one_after_another": pairs / seq_train, "pairs_per_s_at_once": pairs / con_train}
 
 
+def count_tokens_on_cpu(results: Path) -> dict:
+    """``--count-tokens``: fill in the padded tokens of a GPU benchmark whose count failed (the first GPU check).
+
+    Replays each row's run on the CPU: the same settings and seed give the same batches in the same order,
+    so the same padded tokens. The replay freezes the bottom 5 layers to be quicker (freezing changes
+    no batch). Then model TFLOP/s and the share of peak follow from the GPU's own wall-clock times.
+    """
+    data = json.loads(results.read_text())
+    entry = data["benchmarks"]["gpu"] if "benchmarks" in data else data
+    params = non_embedding_params(hp.load_model(device="cpu"))
+    for row in entry["rows"]:
+        model = hp.load_model(device="cpu")
+        with TokenCounter(model) as count:
+            r = hp.train(hp.TrainConfig(max_steps=row["steps"], batch_size=row["batch"], evals_per_epoch=0,
+                                        final_test=False, device="cpu", precision="bf16", freeze_layers=5),
+                         model=model, data=sts_task(row["batch"] * row["steps"]), progress=False)
+        assert r.steps == row["steps"], (r.steps, row)
+        tflops = model_flops(params, count.tokens) / row["wall_s"] / 1e12
+        peak = peak_tflops(row["gpu"], row["precision"])
+        row.update(padded_tokens=count.tokens, tokens_per_pair=count.tokens / (row["steps"] * row["batch"]),
+                   model_tflops=tflops, share_of_peak=tflops / peak if peak else None,
+                   tokens_counted="replayed on the CPU (same seed, same batches)")
+        print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
+    return entry
+
+
 def plan() -> dict:
     return {"batches": BATCHES, "warm_up": {"batch": 32, "steps": 10}, "concurrency": {"runs": 3, "batch": 32, "steps": 60}}
 
@@ -140,7 +172,19 @@ def main(argv=None) -> dict:
     p.add_argument("--out", type=Path, help="also write the figures to this JSON file")
     p.add_argument("--dry-run", action="store_true", help="prepare the data on the CPU and stop before any CUDA work")
     p.add_argument("--worker", nargs=2, type=int, metavar=("BATCH", "STEPS"), help=argparse.SUPPRESS)
+    p.add_argument("--count-tokens", type=Path, metavar="RESULTS_JSON",
+                   help="fill in the padded tokens of a GPU run's results.json by replaying its batches on the CPU, "
+                        "then store that GPU entry here")
     a = p.parse_args(argv)
+    if a.count_tokens:
+        entry = count_tokens_on_cpu(a.count_tokens)
+        machine_of_gpu = entry.pop("machine", None)
+        record("gpu", entry)
+        if machine_of_gpu:  # keep the GPU machine's description, not this CPU's
+            data = json.loads(RESULTS.read_text())
+            data["benchmarks"]["gpu"]["machine"] = machine_of_gpu
+            RESULTS.write_text(json.dumps(data, indent=2, default=float) + "\n")
+        return entry
     if a.worker:
         worker(*a.worker)
         return {}

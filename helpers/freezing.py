@@ -248,7 +248,7 @@ class WeightMovement(TrainerCallback):
 def step_cost(n: int, frozen) -> float:
     """Compute per optimizer step relative to full training, for ``n`` layers and the set of frozen part names.
 
-    Cost model (EVIDENCE section 7; Kaplan et al. 2020): forward = 1 unit per
+    Cost model (docs/references.md, "Layer freezing and layer-wise rates"; Kaplan et al. 2020): forward = 1 unit per
     layer, always all layers; backward = 1 unit per layer for the activation
     gradients, from the top down to the lowest trainable part, plus 1 unit per
     trainable layer for its weight gradients. Full training costs 3 units per

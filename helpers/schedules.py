@@ -27,7 +27,7 @@ def warmup_steps(total_steps: int, warmup_fraction: float) -> int:
     """Warm-up length in optimizer steps: ``ceil(total * fraction)`` as an int.
 
     Always an int: in transformers 5 a float ``warmup_steps`` below 1 means a
-    ratio and ``1.0`` means one step (a trap listed in LIBRARY_NOTES).
+    ratio and ``1.0`` means one step (docs/references.md, "Warm-up: steps or a fraction").
     """
     return int(math.ceil(total_steps * warmup_fraction)) if warmup_fraction > 0 else 0
 

@@ -21,7 +21,7 @@ keeps parallel workers from proposing the same point. The trials run through
 The final run is rebuilt from the best trial's parameters by
 :func:`config_from_params`, which casts every value by the search space's own
 type. That avoids the trap in ``Trainer.hyperparameter_search``
-(``LIBRARY_NOTES.md``): it casts a suggestion to the type of the argument's
+(docs/references.md, "Hyperparameter search: the warm-up cast"): it casts a suggestion to the type of the argument's
 default, so a fractional warm-up of 0.164 became ``int(0.164) == 0``.
 """
 from __future__ import annotations

@@ -81,6 +81,17 @@ def test_only_ci_names_the_ci_data_folder_and_turns_the_hub_off():
     assert "export HF_HUB_OFFLINE=1" in ci and "shared/data" in ci
 
 
+def test_learners_are_never_sent_to_documents_they_do_not_have():
+    """The team's source notes (EVIDENCE, LIBRARY_NOTES, ...) stay with the team: helpers, notebooks and docs cite
+    docs/references.md instead."""
+    files = [*sorted((ROOT / "helpers").rglob("*.py")), *sorted((ROOT / "notebooks").glob("*.ipynb")),
+             *sorted((ROOT / "docs").glob("*.md")), ROOT / "README.md"]
+    for path in files:
+        text = path.read_text()
+        for name in ("EVIDENCE", "LIBRARY_NOTES", "SYLLABUS.txt", "BROWSER_NOTES", "LAYOUT.md"):
+            assert name not in text, f"{path.relative_to(ROOT)} names {name}, which learners do not have"
+
+
 def test_python_floor_licence_and_repository_url_are_stated_once_and_agree():
     import tomllib
 
