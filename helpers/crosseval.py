@@ -170,7 +170,7 @@ def matrix_table(rows_by_arm: dict[str, list[dict]], tasks=EVAL_TASKS, baseline:
     return pd.DataFrame(table).T
 
 
-def cost_table(rows_by_arm: dict[str, list[dict]]):
+def arm_cost_table(rows_by_arm: dict[str, list[dict]]):
     """Training steps, training and evaluation seconds per arm (mean over seeds)."""
     import numpy as np
     import pandas as pd

@@ -274,7 +274,7 @@ def adamw_state_bytes(trainable_params: int) -> int:
 # --------------------------------------------------------------------------- tables for notebook 02
 
 
-def cost_table(model, ks=None, freeze_embeddings: bool | None = None):
+def freezing_cost_table(model, ks=None, freeze_embeddings: bool | None = None):
     """Predicted cost of freezing the bottom k layers: trainable parameters, compute per step, AdamW state.
 
     ``freeze_embeddings=None`` follows the runner: the embeddings are frozen exactly when k > 0.

@@ -320,7 +320,7 @@ def summary_table(store: Path | None = None, notebook: str | None = None):
             row.update(verdict="not run")
         else:
             row.update(verdict=judge(comp, c.expect), a=comp.a, b=comp.b, diff=round(comp.diff, 4),
-                       interval=f"{comp.low:+.4f} to {comp.high:+.4f}", seeds=comp.n,
+                       interval=f"{comp.low:+.4f} to {comp.high:+.4f}" if comp.n >= 2 else "", seeds=comp.n,
                        gain=None if comp.untuned is None else round(comp.mean_b - comp.untuned, 4))
         rows.append(row)
     return pd.DataFrame(rows)
@@ -341,12 +341,20 @@ def show(notebook: str, store: Path | None = None) -> None:
         print(claim_verdict(c.key, store, records=records), end="\n\n")
 
 
+def _cell(v) -> str:
+    if v is None or v != v:  # None or NaN: an empty cell
+        return ""
+    if isinstance(v, float) and v.is_integer() and abs(v) >= 1:  # seed counts that pandas made floats
+        return str(int(v))
+    return str(v)
+
+
 def markdown_table(df) -> str:
     """A pandas table as a Markdown table (no extra dependency)."""
     cols = list(df.columns)
     rows = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, r in df.iterrows():
-        rows.append("| " + " | ".join("" if v is None or v != v else str(v) for v in r.tolist()) + " |")
+        rows.append("| " + " | ".join(_cell(v) for v in r.tolist()) + " |")
     return "\n".join(rows)
 
 

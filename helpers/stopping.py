@@ -265,7 +265,7 @@ def replay_over_seeds(results, rules, signals=("metric",), every: int = 1) -> di
     return out
 
 
-def seeds_table(rows_by_rule: dict[str, list[dict]]):
+def rule_summary_table(rows_by_rule: dict[str, list[dict]]):
     """Mean ± sd over seeds of the kept test score and the compute used, per rule (pandas)."""
     import pandas as pd
 
@@ -379,7 +379,7 @@ def best_dev(result) -> float:
     return max(v for _, v in pts) if pts else float("nan")
 
 
-def seed_table(results):
+def per_seed_table(results):
     """One row per seed: test at the end, last and best validation metric, and the best evaluation's step (pandas)."""
     import pandas as pd
 

@@ -64,7 +64,7 @@ def test_every_model_is_scored_on_every_task(tasks, model):
     assert m.loc["mnrl snli", "stsb"] == pytest.approx(rows["mnrl snli"][0]["stsb"] - row["stsb"])
     table = X.matrix_table(rows, baseline=row, own={"mnrl snli": "snli"})
     assert table.loc["mnrl snli", X.TASK_LABELS["snli"]].endswith(" *") and "untuned" in table.index
-    assert list(X.cost_table(rows).columns) == ["seeds", "steps", "train s", "eval s"]
+    assert list(X.arm_cost_table(rows).columns) == ["seeds", "steps", "train s", "eval s"]
 
 
 def test_inbatch_loss_by_hand_equals_the_librarys(tasks, model):

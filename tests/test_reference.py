@@ -152,3 +152,13 @@ def test_merging_records_from_elsewhere_is_idempotent(tmp_path):
     assert merge.merge([tmp_path / "gpu"], store) == {}  # twice: nothing more
     records = R.load_records(store)
     assert records["k1"]["source"] == "GPU check" and len(records) == 2
+
+
+def test_readme_claim_table_matches_the_stored_records():
+    """The README says only what the records compute (tools/refresh_reference_outputs.py rewrites it)."""
+    from pathlib import Path
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    shown = readme.split("<!-- claim-table -->\n", 1)[1].split("\n<!-- /claim-table -->", 1)[0]
+    assert shown == R.markdown_table(R.summary_table()), \
+        "README's claim table is stale: run python tools/refresh_reference_outputs.py"

@@ -143,8 +143,8 @@ def test_prune_seeds_and_replay_over_seeds():
     rows = S.replay_over_seeds(runs, [S.patience(1)])
     assert list(rows) == ["no stopping (last)", "no stopping (best dev)", "patience 1"]
     assert rows["patience 1"][1]["stop"] == 4 and rows["no stopping (last)"][0]["test"] == pytest.approx(0.74)
-    assert len(S.seeds_table(rows)) == 3
-    table = S.seed_table(runs)
+    assert len(S.rule_summary_table(rows)) == 3
+    table = S.per_seed_table(runs)
     assert table.loc[1, "best validation"] == 0.81 and table.loc[1, "best at step"] == 8
     assert S.best_dev(runs[0]) == 0.84 and table.loc[2, "last validation"] == 0.86
 

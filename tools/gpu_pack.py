@@ -5,6 +5,8 @@ The GPU machine has no network and takes at most 64 MiB of project files. This w
 
 - ``model/``: the embedded all-MiniLM-L6-v2 with fp16 weights (about 45 MB instead of 90;
   :func:`helpers.models.write_half_copy`), upcast to fp32 when loaded;
+- ``wheels/`` (``--wheels``): the modules the GPU image lacks, at this environment's versions, installed
+  there by ``tools/gpu_check.sh`` without network;
 - ``data/``: the STS-B and SNLI files from ``$WORKSHOP_DATA_DIR`` (the code-search task is
   built from Python's standard library on the machine itself);
 - ``manifest.json``: sizes, and with ``--verify`` the untuned STS-B test Spearman of the fp32
@@ -64,20 +66,53 @@ def stsb_test_spearman(model_dir: str | None) -> float:
     return hp.score(model, task.test_evaluator)
 
 
+# Distributions the GPU image lacks (seen there 2026-11-30: no datasets, no Jupyter kernel stack), at the versions
+# this project's environment has. Optional pieces (debugpy, jedi, optuna's SQL stack, the lab extensions) are left
+# out to stay under the size limit: the check runs no debugger, completion, search or browser there.
+WHEELS = ("datasets", "dill", "multiprocess", "nbclient", "nbformat", "fastjsonschema", "jsonschema",
+          "jsonschema-specifications", "referencing", "rpds-py", "jupyter_client", "jupyter_core", "ipykernel",
+          "ipython", "ipython_pygments_lexers", "traitlets", "pyzmq", "tornado", "comm", "matplotlib-inline",
+          "nest-asyncio2", "platformdirs", "prompt_toolkit", "wcwidth", "pexpect", "ptyprocess", "stack-data",
+          "executing", "asttokens", "pure_eval", "ipywidgets")
+
+
+def download_wheels(dest: Path, python: str = "3.12") -> list[str]:
+    """Download, for the GPU machine's Python, the wheels of :data:`WHEELS` at the versions installed here.
+
+    Needs a package index (run it where pip works); ``tools/gpu_check.sh`` installs them there without network.
+    """
+    from importlib.metadata import version
+
+    pins = [f"{name}=={version(name)}" for name in WHEELS]
+    platforms = [f"--platform={p}" for p in ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_26_x86_64",
+                                                "manylinux_2_24_x86_64", "manylinux_2_17_x86_64",
+                                                "manylinux2014_x86_64", "manylinux1_x86_64")]
+    dest.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+                    f"--python-version={python}", "--implementation=cp", *platforms, "-d", str(dest), *pins],
+                   check=True)
+    return pins
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=ROOT / "gpu-carry")
     p.add_argument("--verify", action="store_true", help="score fp32 and fp16 on the STS-B test split (about a minute)")
     p.add_argument("--max-mib", type=float, default=64.0)
+    p.add_argument("--wheels", action="store_true", help="also download the wheels of the modules the GPU image "
+                                                         "lacks (datasets, the Jupyter kernel) into wheels/")
     a = p.parse_args(argv)
     from helpers.models import write_half_copy
 
     a.out.mkdir(parents=True, exist_ok=True)
     write_half_copy(a.out / "model")
     data = copy_data(a.out / "data")
+    if a.wheels:
+        download_wheels(a.out / "wheels")
     manifest = {"model": "all-MiniLM-L6-v2, fp16 weights (upcast to fp32 on load)",
                 "model_mib": folder_bytes(a.out / "model") / 2**20, "data": data,
-                "data_mib": folder_bytes(a.out / "data") / 2**20 if data else 0.0}
+                "data_mib": folder_bytes(a.out / "data") / 2**20 if data else 0.0,
+                "wheels_mib": folder_bytes(a.out / "wheels") / 2**20 if (a.out / "wheels").is_dir() else 0.0}
     if a.verify:
         fp32, fp16 = stsb_test_spearman(None), stsb_test_spearman(str(a.out / "model"))
         manifest["stsb_test_spearman"] = {"fp32": fp32, "fp16_copy": fp16, "difference": fp16 - fp32,

@@ -6,6 +6,9 @@ nbval (which compares them) fails. This runs the first code cell (``hp.setup()``
 and every ``reference`` cell of each notebook in a fresh kernel and stores only
 those cells' outputs; every other cell is left exactly as it was.
 
+It also rewrites the claim table in README.md (between ``<!-- claim-table -->`` markers) from the
+same records.
+
     python tools/refresh_reference_outputs.py [notebooks/01_*.ipynb ...]
 """
 from __future__ import annotations
@@ -38,10 +41,32 @@ def refresh(path: Path, kernel: str = "python3") -> int:
     return len(targets)
 
 
+BEGIN, END = "<!-- claim-table -->", "<!-- /claim-table -->"
+
+
+def readme_table() -> str:
+    """The claim table computed from the stored records, as README.md shows it."""
+    sys.path.insert(0, str(ROOT))
+    from helpers import reference as R
+
+    return R.markdown_table(R.summary_table())
+
+
+def refresh_readme(readme: Path = ROOT / "README.md") -> bool:
+    """Rewrite the README's claim table; returns whether it changed."""
+    text = readme.read_text()
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    new = f"{head}{BEGIN}\n{readme_table()}\n{END}{tail}"
+    readme.write_text(new)
+    return new != text
+
+
 def main(argv=None) -> int:
     paths = [Path(p) for p in (argv or sys.argv[1:])] or sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
     for p in paths:
         print(f"{p.name}: {refresh(p)} reference cell(s) refreshed")
+    print(f"README.md: claim table {'rewritten' if refresh_readme() else 'unchanged'}")
     return 0
 
 
