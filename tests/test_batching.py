@@ -244,6 +244,23 @@ def test_calculator_updates_live():
         (16, 8, "linear", 16, 5, 1000)
 
 
+def test_calculator_counts_gathered_negatives():
+    """With gather_across_devices (the default for MNRL) each anchor meets batch x devices - 1 negatives."""
+    from helpers.widgets import BatchCalculator
+
+    assert B.in_batch_negatives(16) == 15 and B.in_batch_negatives(16, 2) == 31 and B.in_batch_negatives(16, 4) == 63
+    assert B.in_batch_negatives(16, 4, gather=False) == 15
+    assert [B.batch_plan(16, ga, d)["negatives"] for ga, d in ((1, 1), (8, 1), (1, 2), (4, 4))] == [15, 15, 31, 63]
+    calc = BatchCalculator(batch_size=16, devices=2, data_size=1000)
+    assert "<b>31</b> negatives (16 x 2 devices - 1" in calc.info.value
+    assert "batch_size=16 and mini_batch_size=16 gives <b>31</b>" in calc.info.value
+    calc.grad_accum.value = 4  # accumulation adds none; CachedMNRL at 64 per device, gathered: 64 x 2 - 1
+    assert "<b>31</b> negatives" in calc.info.value and "batch_size=64 and mini_batch_size=16 gives <b>127</b>" in \
+        calc.info.value
+    calc.devices.value = 1
+    assert "<b>15</b> negatives;" in calc.info.value and "gives <b>63</b>" in calc.info.value
+
+
 def test_calculator_button_trains_in_the_dashboard(sts_small):
     from helpers.widgets import BatchCalculator
     from helpers.widgets import TrainingDashboard
