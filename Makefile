@@ -55,6 +55,12 @@ test: $(STAMP) data test-py test-nb test-browser
 test-py: $(STAMP)
 	WORKSHOP_SCALE=smoke $(BIN)/python -m pytest tests -q --ignore=tests/browser
 
+# The inner loop (about a minute): every test that does not train a model (-m "not slow"; tests/conftest.py
+# fails a test that trains without the marker). `make test` still runs everything.
+.PHONY: test-fast
+test-fast: $(STAMP)
+	WORKSHOP_SCALE=smoke $(BIN)/python -m pytest tests -q --ignore=tests/browser -m "not slow"
+
 test-nb: $(STAMP)
 	WORKSHOP_SCALE=smoke $(BIN)/python -m pytest --nbval --nbval-current-env \
 		--nbval-sanitize-with notebooks/sanitize.cfg --nbval-cell-timeout=1200 notebooks -q

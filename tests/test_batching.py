@@ -180,6 +180,7 @@ def test_cached_loss_sees_all_negatives_and_accumulation_does_not(model, code_sm
     assert acc["cosine"] < 0.999 and acc["rel_diff"] > 1e-2
 
 
+@pytest.mark.slow
 def test_grid_runs_measure_speed_and_activation_memory(code_small):
     base = TrainConfig(task="codesearch", loss="mnrl", max_seq_length=32, batch_size=8, evals_per_epoch=1)
     arms = {"mnrl 16": base.replace(batch_size=16), "cached 16/4": base.replace(loss="cached_mnrl", batch_size=16,
@@ -203,6 +204,7 @@ def test_hard_negatives_are_other_rows_documents(model, code_small):
         assert row["negative"] != row["positive"] and row["negative"] in positives
 
 
+@pytest.mark.slow
 def test_the_trainer_excludes_bias_and_layernorm_from_weight_decay(sts_small, fast):
     from helpers.training import train
 
@@ -261,6 +263,7 @@ def test_calculator_counts_gathered_negatives():
     assert "<b>15</b> negatives;" in calc.info.value and "gives <b>63</b>" in calc.info.value
 
 
+@pytest.mark.slow
 def test_calculator_button_trains_in_the_dashboard(sts_small):
     from helpers.widgets import BatchCalculator
     from helpers.widgets import TrainingDashboard

@@ -47,6 +47,7 @@ def test_data_variants_for_each_loss(tasks):
         X.scored_pairs(pairs)
 
 
+@pytest.mark.slow
 def test_every_model_is_scored_on_every_task(tasks, model):
     row = X.untuned_row(tasks, max_seq_length=32, model=model)
     assert set(X.EVAL_TASKS) <= set(row) and all(0 < row[t] <= 1 for t in X.EVAL_TASKS)

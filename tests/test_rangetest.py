@@ -26,6 +26,7 @@ def test_suggestions_on_a_synthetic_curve():
     assert valley([1, 2, 3, 4, 5, 6, 7], [7, 6, 5, 4, 3, 2, 1]) == 3  # run of 7 from -1: -1 + 2 + 1 = index 2
 
 
+@pytest.mark.slow
 def test_range_test_restores_weights_and_records_an_exponential_sweep(sts_small):
     model = M.load_model(device="cpu", max_seq_length=32)
     before = M.snapshot(model)

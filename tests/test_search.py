@@ -67,6 +67,7 @@ def test_space_and_sizes_are_checked():
         S.make_pruner("asha")
 
 
+@pytest.mark.slow
 def test_the_pruner_prunes_the_hopeless_trial(stored):
     study = stored["study"]
     good, hopeless = study.trials[0], study.trials[1]
@@ -80,6 +81,7 @@ def test_the_pruner_prunes_the_hopeless_trial(stored):
     assert list(table.index)[0] == study.best_trial.number and "subset score" in table
 
 
+@pytest.mark.slow
 def test_best_trial_rebuilds_into_a_final_run_with_the_same_settings(stored, sts_small, fast):
     study = stored["study"]
     best = study.best_trial
@@ -95,6 +97,7 @@ def test_best_trial_rebuilds_into_a_final_run_with_the_same_settings(stored, sts
     assert (stored["folder"] / "best" / "modules.json").exists()  # the best model so far was saved
 
 
+@pytest.mark.slow
 def test_a_stored_study_resumes_after_an_interrupt(stored, sts_small):
     storage = stored["storage"]
     study = S.create_study("tiny", storage, pruner="halving", seed=0, settings=settings(sts_small))
@@ -111,12 +114,14 @@ def test_a_stored_study_resumes_after_an_interrupt(stored, sts_small):
     assert sampled[0] != sampled[1]  # the resumed sampler did not replay its first proposal
 
 
+@pytest.mark.slow
 def test_a_different_search_under_the_same_name_is_refused(stored, sts_small):
     other = S.settings_record(S.search_base(BASE.replace(epochs=2)).resolved(), SPACE, sts_small)
     with pytest.raises(S.StudyMismatch, match="epochs"):
         S.create_study("tiny", stored["storage"], settings=other)
 
 
+@pytest.mark.slow
 def test_transfer_helpers(stored):
     study = stored["study"]
     top, bottom = S.pick_for_transfer(study, top=1, bottom=1)
