@@ -171,25 +171,31 @@ def test_a_failed_worker_makes_the_command_fail_with_its_log(tmp_path, capsys, m
 
 # --------------------------------------------------------------------------- what scale-out promises, on 2 processes
 
+# Each rank appends JSON lines to $RECORDS/rank-N.jsonl (two ranks printing to one pipe can interleave a line).
+RECORD = """
+import json, os
+def record(**fields):
+    with open(os.path.join(os.environ["RECORDS"], f"rank-{os.environ['RANK']}.jsonl"), "a") as fh:
+        fh.write(json.dumps(fields) + "\\n")
+"""
+
+
 def torchrun(tmp_path, script_text, *args, timeout=900):
-    """Run ``script_text`` on 2 CPU processes (gloo) under torchrun; its stdout (both ranks) after a clean exit."""
-    script = tmp_path / "script.py"
-    script.write_text(script_text)
+    """Run ``script_text`` on 2 CPU processes (gloo) under torchrun; ``{rank: [record, ...]}`` after a clean exit."""
+    script, records = tmp_path / "script.py", tmp_path / "records"
+    script.write_text(RECORD + script_text)
+    records.mkdir()
     p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                        str(script), *map(str, args)], cwd=ROOT, env=ENV, capture_output=True, text=True,
-                       timeout=timeout)
+                        str(script), *map(str, args)], cwd=ROOT, env={**ENV, "RECORDS": str(records)},
+                       capture_output=True, text=True, timeout=timeout)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-5000:]
-    return p.stdout
-
-
-def tagged(stdout, tag):
-    """The JSON records a script printed as ``TAG {...}``."""
-    return [json.loads(line[len(tag) + 1:]) for line in stdout.splitlines() if line.startswith(tag + " ")]
+    return {rank: [json.loads(line) for line in (records / f"rank-{rank}.jsonl").read_text().splitlines()]
+            for rank in (0, 1) if (records / f"rank-{rank}.jsonl").exists()}
 
 
 # Records each rank's embeddings, local loss and similarity width at the first in-batch loss of each run.
 MNRL_SCRIPT = """
-import os, sys, torch
+import sys, torch
 import helpers as hp
 from sentence_transformers.losses import MultipleNegativesRankingLoss as MNRL
 
@@ -242,7 +248,7 @@ def test_mnrl_gathers_every_processs_candidates(tmp_path):
 
 # Early stopping on 2 processes; each rank re-scores the model it got back and digests its weights.
 STOP_SCRIPT = """
-import hashlib, json, os
+import hashlib
 import helpers as hp
 from helpers.evaluation import score
 
@@ -252,17 +258,16 @@ cfg = hp.TrainConfig(train_size=32, dev_size=32, test_size=32, batch_size=8, max
 task = hp.prepare_task(cfg)
 r = hp.train(cfg, data=task, progress=False)
 digest = hashlib.sha256(b"".join(p.detach().cpu().numpy().tobytes() for p in r.model.parameters())).hexdigest()
-print("STOP " + json.dumps({"rank": int(os.environ["RANK"]), "stop": r.stop_reason, "steps": r.steps,
-                            "best_step": r.best_step, "dev": r.dev_metric, "evals": r.evals, "digest": digest,
-                            "rescored": score(r.model, task.dev_evaluator)}), flush=True)
+record(stop=r.stop_reason, steps=r.steps, best_step=r.best_step, dev=r.dev_metric, evals=r.evals, digest=digest,
+       rescored=score(r.model, task.dev_evaluator))
 """
 
 
 @pytest.mark.slow
 def test_early_stopping_stops_both_processes_together_on_the_same_checkpoint(tmp_path):
-    ranks = {r["rank"]: r for r in tagged(torchrun(tmp_path, STOP_SCRIPT), "STOP")}
-    assert set(ranks) == {0, 1}
-    a, b = ranks[0], ranks[1]
+    ranks = torchrun(tmp_path, STOP_SCRIPT)
+    assert [len(ranks[0]), len(ranks[1])] == [1, 1]
+    a, b = ranks[0][0], ranks[1][0]
     assert a["stop"] == b["stop"] == "early stopping" and a["steps"] == b["steps"] < 6  # 2 steps an epoch, 3 epochs
     assert a["evals"] == b["evals"] and a["best_step"] == b["best_step"]  # one history, one decision
     assert a["digest"] == b["digest"]  # the same checkpoint restored on both
@@ -274,15 +279,14 @@ def test_early_stopping_stops_both_processes_together_on_the_same_checkpoint(tmp
 
 # `python -m helpers recipe` under torchrun, logging what every rank's SyncStop decides at each evaluation.
 RECIPE_SCRIPT = """
-import json, os, sys
+import sys
 from helpers import cli, workers as W
 
 real = W.SyncStop.on_evaluate
 def logged(self, args, state, control, **kwargs):
     real(self, args, state, control, **kwargs)
-    print("SYNC " + json.dumps({"rank": int(os.environ["RANK"]), "step": state.global_step, "lr": args.learning_rate,
-                                "batch": args.per_device_train_batch_size,
-                                "stop": bool(control.should_training_stop)}), flush=True)
+    record(step=state.global_step, lr=args.learning_rate, batch=args.per_device_train_batch_size,
+           stop=bool(control.should_training_stop))
 W.SyncStop.on_evaluate = logged
 sys.exit(cli.main(sys.argv[1:]))
 """
@@ -302,10 +306,9 @@ def test_recipe_under_torchrun_runs_each_trial_on_both_processes(tmp_path):
         w.writerows((r["sentence1"], r["sentence2"], r["score"]) for r in load_stsb("train", 80, seed=1))
     out = tmp_path / "out"
     # --subset 1: the search's largest batch (32 per process) needs 64 pairs on 2 processes
-    stdout = torchrun(tmp_path, RECIPE_SCRIPT, "recipe", "--train", data, "--output", out, "--trials", 2,
-                      "--subset", 1, "--epochs", 1, "--scale", "smoke", "--max-seq-length", 32, "--no-progress")
-    sync = tagged(stdout, "SYNC")
-    by_rank = {k: [(e["step"], e["lr"], e["batch"], e["stop"]) for e in sync if e["rank"] == k] for k in (0, 1)}
+    sync = torchrun(tmp_path, RECIPE_SCRIPT, "recipe", "--train", data, "--output", out, "--trials", 2,
+                    "--subset", 1, "--epochs", 1, "--scale", "smoke", "--max-seq-length", 32, "--no-progress")
+    by_rank = {k: [(e["step"], e["lr"], e["batch"], e["stop"]) for e in sync[k]] for k in (0, 1)}
     assert by_rank[0] and by_rank[0] == by_rank[1]  # the same trials, the same evaluations, the same stops
     starts = [i for i, e in enumerate(by_rank[0]) if e[0] == 0]
     assert len(starts) == 2  # two trials (each evaluated at step 0), both trained by both processes
