@@ -156,6 +156,7 @@ def code_small():
     return load_task("codesearch", train_size=32, dev_size=16, test_size=16, seed=0)
 
 
+@pytest.mark.slow  # training steps' gradients on the real model, without the trainer
 def test_accumulation_matches_the_true_batch_for_a_per_example_loss(model, sts_small):
     before = [p.detach().clone() for p in model.parameters()]
     out = compare_ways(model, "cosine", sts_small.train, micro=8)  # 32 at once against 4 x 8
@@ -167,6 +168,7 @@ def test_accumulation_matches_the_true_batch_for_a_per_example_loss(model, sts_s
     assert model.training  # the model's mode is restored
 
 
+@pytest.mark.slow  # training steps' gradients on the real model, without the trainer
 def test_cached_loss_sees_all_negatives_and_accumulation_does_not(model, code_small):
     out = compare_ways(model, "mnrl", code_small.train, micro=8)  # MNRL at 32, 4 x 8 accumulated, cached 32 / 8
     true, acc, cached = out["true batch"], out["accumulated"], out["cached"]
