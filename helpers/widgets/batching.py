@@ -14,8 +14,10 @@ from ..batching import RULE_EXPONENTS, batch_plan, in_batch_negatives
 from ..settings import TrainConfig
 from .common import css_hooks, figure_png
 
+
 def gathered(batch_size: int, devices: int) -> str:
-    """How the negatives add up over several devices (gathered across them, ``gather_across_devices``)."""
+    """The calculator's note on how MNRL's negatives add up over several devices (notebook 03): the devices'
+    embeddings are gathered (``TrainConfig.gather_across_devices``, the default)."""
     if devices == 1:
         return ""
     return f" ({batch_size} x {devices} devices - 1: the devices' embeddings are gathered)"
