@@ -45,6 +45,7 @@ def test_calculator_batch_plan_and_runner_count_the_same_steps_on_1_and_2_device
         assert calc.plan["steps_per_epoch"] == expected, (devices, calc.plan)
 
 
+@pytest.mark.slow
 def test_one_process_trains_the_steps_the_plan_shows(sts_small):
     r = train(TrainConfig(epochs=1, batch_size=12, evals_per_epoch=0, max_seq_length=32, final_test=False),
               data=sts_small, progress=False)

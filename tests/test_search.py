@@ -150,6 +150,7 @@ def _trial_states(db) -> tuple[int, int]:
     return sum(s in ("COMPLETE", "PRUNED") for s in states), running
 
 
+@pytest.mark.slow
 def test_a_search_killed_with_sigkill_resumes_to_the_trials_it_was_asked_for(tmp_path):
     """Killed during a trial and rerun at once (inside the heartbeat's grace period): 3 of 3 trials, not 2."""
     import contextlib
