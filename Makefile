@@ -4,6 +4,7 @@
 #                + the widgets in JupyterLab in headless Chromium, skipped with one line when no
 #                Chromium can be found or installed here; .ci/run makes them required)
 #   make data  - download STS-B and SNLI once into data/ (needs internet), to work offline later
+#   make test-fast - the inner loop: pytest without the tests that train a model (-m "not slow")
 # Both are idempotent: the set-up reruns only when pyproject.toml or the lock changes.
 
 PYTHON ?= python3
@@ -27,7 +28,7 @@ HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/
 TORCH_CPU_INDEX := $(if $(HAS_GPU),,$(if $(filter Linux,$(shell uname -s)),--extra-index-url https://download.pytorch.org/whl/cpu,))
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: setup lab data test test-py test-nb test-browser notebooks reference bench gpu-check gpu-pack lock clean
+.PHONY: setup lab data test test-fast test-py test-nb test-browser notebooks reference bench gpu-check gpu-pack lock clean
 
 setup: $(STAMP)
 
@@ -54,6 +55,11 @@ test: $(STAMP) data test-py test-nb test-browser
 
 test-py: $(STAMP)
 	WORKSHOP_SCALE=smoke $(BIN)/python -m pytest tests -q --ignore=tests/browser
+
+# The inner loop: every test that does not train a model (-m "not slow"; tests/conftest.py fails a test that
+# trains without the marker). No notebooks, no browser; `make test` still runs everything.
+test-fast: $(STAMP)
+	WORKSHOP_SCALE=smoke $(BIN)/python -m pytest tests -q --ignore=tests/browser -m "not slow"
 
 test-nb: $(STAMP)
 	WORKSHOP_SCALE=smoke $(BIN)/python -m pytest --nbval --nbval-current-env \

@@ -76,6 +76,8 @@ def batch_plan(batch_size: int, grad_accum: int = 1, devices: int = 1, data_size
     sees ``batch_size x grad_accum x devices`` examples. Steps are counted as
     the trainer counts them (:func:`steps_per_epoch`): on one device a last,
     smaller batch still makes a step; on several the trainer drops it.
+    ``negatives``: what each anchor of an in-batch loss (MNRL) meets, with the
+    embeddings gathered across devices (``gather_across_devices``, the default).
     """
     for name, v in (("batch_size", batch_size), ("grad_accum", grad_accum), ("devices", devices),
                     ("data_size", data_size), ("base_batch", base_batch)):
@@ -95,7 +97,17 @@ def batch_plan(batch_size: int, grad_accum: int = 1, devices: int = 1, data_size
         "warmup_steps": warmup_steps(total, warmup_fraction),
         "rates": rule_rates(base_lr, base_batch, eff),
         "forward_batch": batch_size,  # what one forward pass holds in memory, per device
+        "negatives": in_batch_negatives(batch_size, devices),
     }
+
+
+def in_batch_negatives(batch_size: int, devices: int = 1, gather: bool = True) -> int:
+    """Negatives each anchor of an in-batch loss (MNRL) meets: ``batch_size x devices - 1`` when the devices'
+    embeddings are gathered (``TrainConfig.gather_across_devices``, the default), else ``batch_size - 1``.
+
+    Gradient accumulation adds none (notebook 03); CachedMNRL's ``batch_size`` counts, not its mini-batch.
+    """
+    return batch_size * (devices if gather else 1) - 1
 
 
 # --------------------------------------------------------------------------- the batch x rate grid

@@ -150,14 +150,14 @@ def profile_warnings(table, max_seq_length: int) -> list[str]:
     """Plain-language warnings from a :func:`profile` table (truncation, duplicates, leakage, few rows)."""
     notes = []
     col = f"truncated at {max_seq_length}"
-    for split, row in table.iterrows():
+    for split, row in table.iterrows():  # a table of numbers only gives each row as floats: counts are cast back
         if col in row and row[col] == row[col] and row[col] > 0.05:
             notes.append(f"{split}: {row[col]:.0%} of the texts are longer than {max_seq_length} tokens and get "
                          "truncated; raise max_seq_length if the end of a text matters.")
         if row["duplicate rows"]:
-            notes.append(f"{split}: {row['duplicate rows']} duplicate rows.")
+            notes.append(f"{split}: {int(row['duplicate rows'])} duplicate rows.")
         if split != "train" and row["rows also in train"]:
-            notes.append(f"{split}: {row['rows also in train']} rows also appear in the training data; "
+            notes.append(f"{split}: {int(row['rows also in train'])} rows also appear in the training data; "
                          "their scores overstate how well the model generalises.")
     if table.loc["train", "rows"] < 100:
         notes.append(f"train: only {table.loc['train', 'rows']} rows; expect noisy results and keep the rate low.")

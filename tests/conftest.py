@@ -39,3 +39,39 @@ def no_training(monkeypatch):
     monkeypatch.setattr(S, "train", refuse)
     monkeypatch.setattr(R, "train", refuse)
     monkeypatch.setattr(W, "run_workers", refuse)
+
+
+# --------------------------------------------------------------------------- the "slow" marker keeps its meaning
+# `make test-fast` (-m "not slow") skips every test that trains a model. A test that starts the trainer in this
+# process (itself or through a fixture it is the first to use) without the marker fails, naming the marker.
+# Training in a child process (torchrun, search workers) is marked by hand.
+
+_trainings = [0]
+
+
+def pytest_configure(config):
+    from transformers import Trainer
+
+    real = Trainer.train
+
+    def counted(self, *args, **kwargs):
+        _trainings[0] += 1
+        return real(self, *args, **kwargs)
+
+    Trainer.train = counted
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    item.trainings_before = _trainings[0]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    trained = _trainings[0] - getattr(item, "trainings_before", _trainings[0])
+    if call.when == "teardown" and trained and item.get_closest_marker("slow") is None and report.passed:
+        report.outcome = "failed"
+        report.longrepr = (f"{item.nodeid} trained a model {trained} time(s) but is not marked "
+                           "@pytest.mark.slow; mark it so that `make test-fast` (-m 'not slow') skips it.")

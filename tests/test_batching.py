@@ -45,6 +45,7 @@ def test_calculator_batch_plan_and_runner_count_the_same_steps_on_1_and_2_device
         assert calc.plan["steps_per_epoch"] == expected, (devices, calc.plan)
 
 
+@pytest.mark.slow
 def test_one_process_trains_the_steps_the_plan_shows(sts_small):
     r = train(TrainConfig(epochs=1, batch_size=12, evals_per_epoch=0, max_seq_length=32, final_test=False),
               data=sts_small, progress=False)
@@ -156,6 +157,7 @@ def code_small():
     return load_task("codesearch", train_size=32, dev_size=16, test_size=16, seed=0)
 
 
+@pytest.mark.slow  # training steps' gradients on the real model, without the trainer
 def test_accumulation_matches_the_true_batch_for_a_per_example_loss(model, sts_small):
     before = [p.detach().clone() for p in model.parameters()]
     out = compare_ways(model, "cosine", sts_small.train, micro=8)  # 32 at once against 4 x 8
@@ -167,6 +169,7 @@ def test_accumulation_matches_the_true_batch_for_a_per_example_loss(model, sts_s
     assert model.training  # the model's mode is restored
 
 
+@pytest.mark.slow  # training steps' gradients on the real model, without the trainer
 def test_cached_loss_sees_all_negatives_and_accumulation_does_not(model, code_small):
     out = compare_ways(model, "mnrl", code_small.train, micro=8)  # MNRL at 32, 4 x 8 accumulated, cached 32 / 8
     true, acc, cached = out["true batch"], out["accumulated"], out["cached"]
@@ -180,6 +183,7 @@ def test_cached_loss_sees_all_negatives_and_accumulation_does_not(model, code_sm
     assert acc["cosine"] < 0.999 and acc["rel_diff"] > 1e-2
 
 
+@pytest.mark.slow
 def test_grid_runs_measure_speed_and_activation_memory(code_small):
     base = TrainConfig(task="codesearch", loss="mnrl", max_seq_length=32, batch_size=8, evals_per_epoch=1)
     arms = {"mnrl 16": base.replace(batch_size=16), "cached 16/4": base.replace(loss="cached_mnrl", batch_size=16,
@@ -203,6 +207,7 @@ def test_hard_negatives_are_other_rows_documents(model, code_small):
         assert row["negative"] != row["positive"] and row["negative"] in positives
 
 
+@pytest.mark.slow
 def test_the_trainer_excludes_bias_and_layernorm_from_weight_decay(sts_small, fast):
     from helpers.training import train
 
@@ -244,6 +249,24 @@ def test_calculator_updates_live():
         (16, 8, "linear", 16, 5, 1000)
 
 
+def test_calculator_counts_gathered_negatives():
+    """With gather_across_devices (the default for MNRL) each anchor meets batch x devices - 1 negatives."""
+    from helpers.widgets import BatchCalculator
+
+    assert B.in_batch_negatives(16) == 15 and B.in_batch_negatives(16, 2) == 31 and B.in_batch_negatives(16, 4) == 63
+    assert B.in_batch_negatives(16, 4, gather=False) == 15
+    assert [B.batch_plan(16, ga, d)["negatives"] for ga, d in ((1, 1), (8, 1), (1, 2), (4, 4))] == [15, 15, 31, 63]
+    calc = BatchCalculator(batch_size=16, devices=2, data_size=1000)
+    assert "<b>31</b> negatives (16 x 2 devices - 1" in calc.info.value
+    assert "batch_size=16 and mini_batch_size=16 gives <b>31</b>" in calc.info.value
+    calc.grad_accum.value = 4  # accumulation adds none; CachedMNRL at 64 per device, gathered: 64 x 2 - 1
+    assert "<b>31</b> negatives" in calc.info.value and "batch_size=64 and mini_batch_size=16 gives <b>127</b>" in \
+        calc.info.value
+    calc.devices.value = 1
+    assert "<b>15</b> negatives;" in calc.info.value and "gives <b>63</b>" in calc.info.value
+
+
+@pytest.mark.slow
 def test_calculator_button_trains_in_the_dashboard(sts_small):
     from helpers.widgets import BatchCalculator
     from helpers.widgets import TrainingDashboard

@@ -64,6 +64,7 @@ def test_help_explains_every_option():
             assert option in text
 
 
+@pytest.mark.slow
 def test_recipe_on_a_user_csv(tmp_path, rows, capsys):
     data = write_csv(tmp_path / "pairs.csv", rows)
     out = tmp_path / "out"
@@ -82,6 +83,7 @@ def test_recipe_on_a_user_csv(tmp_path, rows, capsys):
     assert "untuned:" in io.out and "tuned:" in io.out and "summary:" in io.out
 
 
+@pytest.mark.slow
 def test_search_on_user_jsonl_files(tmp_path, rows, capsys):
     recs = [{"anchor": a, "positive": p} for a, p, _ in rows]
     train, dev, test = (write_jsonl(tmp_path / f"{n}.jsonl", part)
@@ -179,6 +181,7 @@ def test_bad_input_exits_non_zero_from_a_real_process(tmp_path):
     assert p.returncode == 2 and "file not found" in p.stderr and "Traceback" not in p.stderr
 
 
+@pytest.mark.slow
 def test_ctrl_c_keeps_the_study_and_the_best_model_and_a_rerun_resumes(tmp_path, rows, capsys, monkeypatch):
     data = write_csv(tmp_path / "pairs.csv", rows)
     out = tmp_path / "out"

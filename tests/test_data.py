@@ -28,7 +28,7 @@ def test_stsb_subset_is_seeded_and_deterministic():
 def test_snli_triplets_are_detokenised():
     t = D.load_snli_triplets("dev")
     assert t.column_names == ["anchor", "positive", "negative"]
-    assert 2800 < len(t) < 3400
+    assert len(t) == 2954  # every (premise, entailment, contradiction) triplet of the SNLI dev split
     assert t[0]["anchor"] == "Two women are embracing while holding to go packages."
     assert not any(" n't" in s or s.endswith(" .") for s in t["positive"][:500])
 

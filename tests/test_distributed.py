@@ -36,6 +36,7 @@ sys.exit(main(["train", *sys.argv[1:]]))
 """
 
 
+@pytest.mark.slow
 def test_two_processes_train_as_one_and_rank_0_writes_once(tmp_path):
     script = tmp_path / "run_one.py"
     script.write_text(SCRIPT)
@@ -63,6 +64,7 @@ def test_two_processes_train_as_one_and_rank_0_writes_once(tmp_path):
     assert saved.world_size == 2 and saved.effective_batch == 16 and saved.test_metric == ranks[0]["test"]
 
 
+@pytest.mark.slow
 def test_search_workers_share_one_study(tmp_path, capsys):
     out = tmp_path / "out"
     code = cli.main(["search", "--workers", "2", "--trials", "4", "--scale", "smoke", "--max-seq-length", "32",
@@ -165,3 +167,157 @@ def test_a_failed_worker_makes_the_command_fail_with_its_log(tmp_path, capsys, m
     assert "worker 0 exited with code 3" in err and "worker output before the crash" in err
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "failed" and summary["search"]["workers"]["exit_codes"] == [3, 3]
+
+
+# --------------------------------------------------------------------------- what scale-out promises, on 2 processes
+
+# Each rank appends JSON lines to $RECORDS/rank-N.jsonl (two ranks printing to one pipe can interleave a line).
+RECORD = """
+import json, os
+def record(**fields):
+    with open(os.path.join(os.environ["RECORDS"], f"rank-{os.environ['RANK']}.jsonl"), "a") as fh:
+        fh.write(json.dumps(fields) + "\\n")
+"""
+
+
+def torchrun(tmp_path, script_text, *args, timeout=900):
+    """Run ``script_text`` on 2 CPU processes (gloo) under torchrun; ``{rank: [record, ...]}`` after a clean exit."""
+    script, records = tmp_path / "script.py", tmp_path / "records"
+    script.write_text(RECORD + script_text)
+    records.mkdir()
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        str(script), *map(str, args)], cwd=ROOT, env={**ENV, "RECORDS": str(records)},
+                       capture_output=True, text=True, timeout=timeout)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-5000:]
+    return {rank: [json.loads(line) for line in (records / f"rank-{rank}.jsonl").read_text().splitlines()]
+            for rank in (0, 1) if (records / f"rank-{rank}.jsonl").exists()}
+
+
+# Records each rank's embeddings, local loss and similarity width at the first in-batch loss of each run.
+MNRL_SCRIPT = """
+import sys, torch
+import helpers as hp
+from sentence_transformers.losses import MultipleNegativesRankingLoss as MNRL
+
+out, seen = sys.argv[1], set()
+real = MNRL.compute_loss_from_embeddings
+def spy(self, embeddings, labels):
+    widths, sim = [], self.similarity_fct
+    self.similarity_fct = lambda a, b: widths.append(tuple(sim(a, b).shape)) or sim(a, b)
+    try:
+        loss = real(self, embeddings, labels)
+    finally:
+        self.similarity_fct = sim
+    tag = "gather" if self.gather_across_devices else "local"
+    if tag not in seen:
+        seen.add(tag)
+        torch.save({"anchors": embeddings[0].detach(), "positives": embeddings[1].detach(), "loss": loss.item(),
+                    "scores": widths[0]}, f"{out}/{tag}-{os.environ['RANK']}.pt")
+    return loss
+MNRL.compute_loss_from_embeddings = spy
+cfg = hp.TrainConfig(task="codesearch", train_size=32, dev_size=16, test_size=16, batch_size=8, max_steps=1,
+                     max_seq_length=32, evals_per_epoch=0, final_test=False, loss="mnrl")
+task = hp.prepare_task(cfg)
+for gather in (True, False):
+    hp.train(cfg.replace(gather_across_devices=gather), data=task, progress=False)
+"""
+
+
+@pytest.mark.slow
+def test_mnrl_gathers_every_processs_candidates(tmp_path):
+    """README: with gather_across_devices each anchor ranks its positive against batch x processes - 1 negatives."""
+    import torch
+    from sentence_transformers.losses import MultipleNegativesRankingLoss
+
+    from helpers.models import load_model
+
+    torchrun(tmp_path, MNRL_SCRIPT, tmp_path)
+    runs = {f"{tag}-{rank}": torch.load(tmp_path / f"{tag}-{rank}.pt") for tag in ("gather", "local") for rank in (0, 1)}
+    assert runs["gather-0"]["scores"] == runs["gather-1"]["scores"] == (8, 16)  # 8 anchors x 16 candidates: 15 negatives
+    assert runs["local-0"]["scores"] == runs["local-1"]["scores"] == (8, 8)  # gathering off: 7 negatives
+    assert not torch.equal(runs["gather-0"]["anchors"], runs["gather-1"]["anchors"])  # each process its own batch
+    # the two processes' losses average to the one-process loss on their doubled batch of 16
+    one = MultipleNegativesRankingLoss(load_model(device="cpu"))
+    doubled = one.compute_loss_from_embeddings(
+        [torch.cat([runs[f"gather-{r}"]["anchors"] for r in (0, 1)]),
+         torch.cat([runs[f"gather-{r}"]["positives"] for r in (0, 1)])], None).item()
+    assert (runs["gather-0"]["loss"] + runs["gather-1"]["loss"]) / 2 == pytest.approx(doubled, rel=1e-5)
+    assert one.compute_loss_from_embeddings([runs["local-0"]["anchors"], runs["local-0"]["positives"]], None).item() == \
+        pytest.approx(runs["local-0"]["loss"], rel=1e-5)
+
+
+# Early stopping on 2 processes; each rank re-scores the model it got back and digests its weights.
+STOP_SCRIPT = """
+import hashlib
+import helpers as hp
+from helpers.evaluation import score
+
+cfg = hp.TrainConfig(train_size=32, dev_size=32, test_size=32, batch_size=8, max_seq_length=32, epochs=3,
+                     evals_per_epoch=2, learning_rate=1e-4, schedule="constant", warmup_fraction=0.0,
+                     early_stopping_patience=1, final_test=False)
+task = hp.prepare_task(cfg)
+r = hp.train(cfg, data=task, progress=False)
+digest = hashlib.sha256(b"".join(p.detach().cpu().numpy().tobytes() for p in r.model.parameters())).hexdigest()
+record(stop=r.stop_reason, steps=r.steps, best_step=r.best_step, dev=r.dev_metric, evals=r.evals, digest=digest,
+       rescored=score(r.model, task.dev_evaluator))
+"""
+
+
+@pytest.mark.slow
+def test_early_stopping_stops_both_processes_together_on_the_same_checkpoint(tmp_path):
+    ranks = torchrun(tmp_path, STOP_SCRIPT)
+    assert [len(ranks[0]), len(ranks[1])] == [1, 1]
+    a, b = ranks[0][0], ranks[1][0]
+    assert a["stop"] == b["stop"] == "early stopping" and a["steps"] == b["steps"] < 6  # 2 steps an epoch, 3 epochs
+    assert a["evals"] == b["evals"] and a["best_step"] == b["best_step"]  # one history, one decision
+    assert a["digest"] == b["digest"]  # the same checkpoint restored on both
+    best = max(a["evals"], key=lambda e: e["metric"])
+    assert a["best_step"] == best["step"] and a["dev"] == best["metric"]
+    assert a["rescored"] == b["rescored"] == pytest.approx(best["metric"], abs=1e-6)
+    assert abs(a["rescored"] - a["evals"][-1]["metric"]) > 1e-4  # the weights of the last step were replaced
+
+
+# `python -m helpers recipe` under torchrun, logging what every rank's SyncStop decides at each evaluation.
+RECIPE_SCRIPT = """
+import sys
+from helpers import cli, workers as W
+
+real = W.SyncStop.on_evaluate
+def logged(self, args, state, control, **kwargs):
+    real(self, args, state, control, **kwargs)
+    record(step=state.global_step, lr=args.learning_rate, batch=args.per_device_train_batch_size,
+           stop=bool(control.should_training_stop))
+W.SyncStop.on_evaluate = logged
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_recipe_under_torchrun_runs_each_trial_on_both_processes(tmp_path):
+    """lockstep_search: rank 0 proposes each trial and both processes train it; SyncStop stops them together."""
+    import csv
+
+    from helpers.data import load_stsb
+
+    data = tmp_path / "pairs.csv"
+    with open(data, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(("sentence1", "sentence2", "score"))
+        w.writerows((r["sentence1"], r["sentence2"], r["score"]) for r in load_stsb("train", 80, seed=1))
+    out = tmp_path / "out"
+    # --subset 1: the search's largest batch (32 per process) needs 64 pairs on 2 processes
+    sync = torchrun(tmp_path, RECIPE_SCRIPT, "recipe", "--train", data, "--output", out, "--trials", 2,
+                    "--subset", 1, "--epochs", 1, "--scale", "smoke", "--max-seq-length", 32, "--no-progress")
+    by_rank = {k: [(e["step"], e["lr"], e["batch"], e["stop"]) for e in sync[k]] for k in (0, 1)}
+    assert by_rank[0] and by_rank[0] == by_rank[1]  # the same trials, the same evaluations, the same stops
+    starts = [i for i, e in enumerate(by_rank[0]) if e[0] == 0]
+    assert len(starts) == 2  # two trials (each evaluated at step 0), both trained by both processes
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["search"]["finished"] == 2
+    assert summary["data"]["rows"] == {"train": 64, "dev": 8, "search subset": 64}
+    study = S.create_study("recipe", out / "study.db")
+    assert len(S.finished(study)) == 2 and len(study.trials) == 2
+    for t, first in zip(study.trials, starts):  # rank 1 trained with the parameters rank 0's study proposed
+        assert by_rank[1][first][2] == t.params["batch_size"]
+        assert by_rank[1][first][1] == pytest.approx(t.params["learning_rate"], rel=1e-9)
+    assert summary["reload"]["same_test_score"] and (out / "model" / "modules.json").exists()

@@ -40,6 +40,7 @@ def test_parts_are_read_from_the_model(model):
     assert list(part_modules(model)) == part_names(model)
 
 
+@pytest.mark.slow
 def test_frozen_parts_stay_bit_identical_and_the_rest_moves(sts_small, fast):
     model = M.load_model(device="cpu", max_seq_length=32)
     before = M.snapshot(model)
@@ -52,6 +53,7 @@ def test_frozen_parts_stay_bit_identical_and_the_rest_moves(sts_small, fast):
     assert r.trainable_params == M.count_parameters(model) - counts["embeddings"] - counts["layer 1"] - counts["layer 4"]
 
 
+@pytest.mark.slow
 def test_static_freeze_bottom_k_after_a_real_run(sts_small, fast):
     model = M.load_model(device="cpu", max_seq_length=32)
     before = M.snapshot(model)
@@ -60,6 +62,7 @@ def test_static_freeze_bottom_k_after_a_real_run(sts_small, fast):
     assert [moved[f"layer {i}"] for i in range(6)] == [False] * 5 + [True] and not moved["embeddings"]
 
 
+@pytest.mark.slow
 def test_gradual_unfreezing_opens_layers_in_order_and_movement_shows_it(sts_small, fast):
     wm = WeightMovement()
     r = train(TrainConfig(gradual_unfreezing=True, unfreeze_start_layers=1, epochs=3, learning_rate=1e-4,
@@ -89,6 +92,7 @@ def rates_in_optimizer(model, optimizer):
     return seen
 
 
+@pytest.mark.slow
 def test_lower_layers_rate_reaches_the_optimizer(sts_small, fast):
     grab = GrabOptimizer()
     model = M.load_model(device="cpu", max_seq_length=32)
@@ -102,6 +106,7 @@ def test_lower_layers_rate_reaches_the_optimizer(sts_small, fast):
     assert r.layer_lrs["layer 2"] == pytest.approx(1e-5) and r.layer_lrs["layer 3"] == pytest.approx(5e-5)
 
 
+@pytest.mark.slow
 def test_lower_layers_count_and_decay_reach_the_optimizer(sts_small, fast):
     grab = GrabOptimizer()
     model = M.load_model(device="cpu", max_seq_length=32)
@@ -183,6 +188,7 @@ def test_layer_picker_updates_counts_without_a_browser(model):
     assert picker_state(model, [])["trainable_params"] == full
 
 
+@pytest.mark.slow
 def test_layer_picker_button_trains_its_choice(model, sts_small):
     picker = LayerPicker(model, frozen=("embeddings", "layer 0", "layer 1", "layer 2", "layer 3", "layer 4"))
     dash = TrainingDashboard(TrainConfig(max_seq_length=32, batch_size=8, max_steps=2, evals_per_epoch=1),

@@ -167,6 +167,7 @@ class NaNLossAfter:
         monkeypatch.setattr(T, "make_loss", make)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("early_stopping", [False, True])
 def test_injected_nan_stops_the_run_and_keeps_a_usable_model(monkeypatch, caplog, sts_small, fast, early_stopping):
     NaNLossAfter(monkeypatch, at=3)
@@ -212,6 +213,7 @@ class InterruptAt(TrainerCallback):
             raise KeyboardInterrupt
 
 
+@pytest.mark.slow
 def test_interrupt_returns_the_history_so_far(sts_small, fast, run_dirs):
     r = train(TrainConfig(epochs=3), data=sts_small, callbacks=[InterruptAt(3)], **{**fast, "evals_per_epoch": 2})
     assert r.stop_reason == "interrupted" and r.steps == 3
@@ -221,6 +223,7 @@ def test_interrupt_returns_the_history_so_far(sts_small, fast, run_dirs):
     assert run_dirs and not any(os.path.exists(d) for d in run_dirs)
 
 
+@pytest.mark.slow
 def test_interrupt_with_early_stopping_restores_the_best_evaluation(sts_small, fast):
     model = M.load_model(device="cpu", max_seq_length=32)
     r = train(TrainConfig(epochs=3, learning_rate=1e-4, schedule="constant", warmup_fraction=0.0,
@@ -306,6 +309,7 @@ class OOMAt(TrainerCallback):
             raise self.exc
 
 
+@pytest.mark.slow
 def test_out_of_memory_is_reported_with_ways_out_and_the_process_stays_usable(sts_small, fast, run_dirs):
     model = M.load_model(device="cpu", max_seq_length=32)
     with pytest.raises(TrainingOOMError) as err:
@@ -336,6 +340,7 @@ def test_oom_advice_fits_an_in_batch_loss():
     assert "mini_batch_size=16" in str(err)
 
 
+@pytest.mark.slow
 def test_runtime_error_saying_out_of_memory_is_caught_but_other_errors_pass(sts_small, fast):
     with pytest.raises(TrainingOOMError):
         train(TrainConfig(max_steps=2), data=sts_small,
@@ -482,6 +487,7 @@ def test_load_model_refuses_remote_code_and_pickled_weights(monkeypatch, tmp_pat
         M.load_model(folder, device="cpu")
 
 
+@pytest.mark.slow
 def test_train_result_json_round_trip(tmp_path, monkeypatch, sts_small, fast):
     r = train(TrainConfig(max_steps=1), data=sts_small, **fast)
     r.train_loss.append({"step": 2, "epoch": 1.0, "loss": float("nan")})  # non-finite values survive too

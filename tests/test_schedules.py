@@ -19,15 +19,25 @@ def test_warmup_steps_is_an_int_ratio():
 def test_every_schedule_peaks_at_the_peak_and_never_exceeds_it(schedule):
     r = lr_curve(schedule, PEAK, N, 0.1, floor=1e-6)
     assert len(r) == N
-    assert max(r) == pytest.approx(PEAK, rel=1e-3)
+    assert max(r) == pytest.approx(PEAK, rel=1e-12)  # every schedule reaches the peak exactly after warm-up
     assert min(r) >= 0
+
+
+W = 10  # warm-up steps: ceil(100 x 0.1)
+
+
+def cosine_factor(t, start, length):
+    """Half a cosine from 1 down to 0 over ``length`` steps, at step ``t`` (the library's cosine decay)."""
+    return 0.5 * (1 + math.cos(math.pi * (t - start) / length))
 
 
 def test_warmup_rises_linearly_then_decays():
     r = lr_curve("linear", PEAK, N, 0.1)
-    assert r[0] == 0 and r[5] == pytest.approx(PEAK / 2) and r[10] == pytest.approx(PEAK)
+    assert r[0] == 0 and r[5] == pytest.approx(PEAK * 5 / W, rel=1e-12) and r[W] == pytest.approx(PEAK, rel=1e-12)
     assert all(a >= b for a, b in zip(r[10:], r[11:]))
-    assert r[-1] == pytest.approx(PEAK / 90)
+    for t in (10, 55, 99):  # linear decay: PEAK x (N - t) / (N - W)
+        assert r[t] == pytest.approx(PEAK * (N - t) / (N - W), rel=1e-12), t
+    assert r[-1] == pytest.approx(PEAK / 90, rel=1e-12)
 
 
 def test_constant_is_flat_after_warmup():
@@ -35,25 +45,38 @@ def test_constant_is_flat_after_warmup():
     assert set(lr_curve("constant", PEAK, N, 0.1)[10:]) == {PEAK}
 
 
-def test_cosine_floor_ends_near_the_floor_and_cosine_near_zero():
+def test_cosine_floor_ends_at_its_closed_form_and_cosine_near_zero():
     floor = lr_curve("cosine_floor", PEAK, N, 0.1, floor=1e-6)
-    assert 1e-6 <= floor[-1] < 1.1e-6
-    assert lr_curve("cosine", PEAK, N, 0.1)[-1] < 1e-7
-    mid = 10 + 45
-    assert floor[mid] == pytest.approx(1e-6 + (PEAK - 1e-6) * (1 + math.cos(math.pi * 45 / 90)) / 2, rel=0.02)
+    cosine = lr_curve("cosine", PEAK, N, 0.1)
+    for t in (10, 55, 99):  # floor + (PEAK - floor) x the cosine factor over the N - W decay steps
+        assert floor[t] == pytest.approx(1e-6 + (PEAK - 1e-6) * cosine_factor(t, W, N - W), rel=1e-9), t
+        assert cosine[t] == pytest.approx(PEAK * cosine_factor(t, W, N - W), rel=1e-9), t
+    assert floor[55] == pytest.approx(1.05e-5, rel=1e-12)  # the midpoint: halfway between peak and floor
+    assert cosine[55] == pytest.approx(PEAK / 2, rel=1e-12)
+    assert floor[-1] == pytest.approx(1.0057871433e-6, rel=1e-9) and cosine[-1] == pytest.approx(6.0917298e-9, rel=1e-7)
 
 
-def test_onecycle_starts_low_and_ends_lower():
+def test_onecycle_starts_at_peak_over_25_and_ends_at_that_over_10000():
     r = lr_curve("onecycle", PEAK, N, 0.1)
-    assert r[0] == pytest.approx(PEAK / 25)
-    assert r.index(max(r)) in (9, 10)
-    assert r[-1] < r[0] / 100
+    low, end = PEAK / 25, PEAK / 25 / 1e4  # PyTorch's div_factor and final_div_factor
+    assert r[0] == pytest.approx(low, rel=1e-12)
+    assert r.index(max(r)) == 9 and max(r) == pytest.approx(PEAK, rel=1e-12)  # the rise ends at step 0.1 x 100 - 1
+    for t in (5, 9):  # the rise: a cosine from low to PEAK over 9 steps
+        assert r[t] == pytest.approx(PEAK + (low - PEAK) * cosine_factor(t, 0, 9), rel=1e-9), t
+    for t in (55, 99):  # the fall: a cosine from PEAK to end over the remaining 90 steps
+        assert r[t] == pytest.approx(end + (PEAK - end) * cosine_factor(t, 9, 90), rel=1e-9), t
+    assert r[-1] == pytest.approx(end, rel=1e-9)
 
 
 def test_wsd_has_a_plateau_then_decays_to_the_floor():
-    r = lr_curve("wsd", PEAK, N, 0.1, floor=2e-6, decay_fraction=0.2)
-    assert all(x == pytest.approx(PEAK) for x in r[10:80])
-    assert r[-1] < PEAK / 2 and min(r[80:]) >= 2e-6 - 1e-12
+    floor = 2e-6
+    r = lr_curve("wsd", PEAK, N, 0.1, floor=floor, decay_fraction=0.2)
+    assert r[0] == floor and r[5] == pytest.approx(floor + (PEAK - floor) * 5 / W, rel=1e-12)  # warm-up from the floor
+    assert all(x == pytest.approx(PEAK, rel=1e-12) for x in r[10:80])
+    for t in (80, 90, 99):  # the last 20 steps: a cosine from PEAK down towards the floor
+        assert r[t] == pytest.approx(floor + (PEAK - floor) * cosine_factor(t, 80, 20), rel=1e-9), t
+    assert r[90] == pytest.approx((PEAK + floor) / 2, rel=1e-12)
+    assert r[-1] == pytest.approx(2.1108049346e-6, rel=1e-9)
 
 
 def test_unknown_schedule_lists_choices():

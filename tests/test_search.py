@@ -67,6 +67,7 @@ def test_space_and_sizes_are_checked():
         S.make_pruner("asha")
 
 
+@pytest.mark.slow
 def test_the_pruner_prunes_the_hopeless_trial(stored):
     study = stored["study"]
     good, hopeless = study.trials[0], study.trials[1]
@@ -80,6 +81,7 @@ def test_the_pruner_prunes_the_hopeless_trial(stored):
     assert list(table.index)[0] == study.best_trial.number and "subset score" in table
 
 
+@pytest.mark.slow
 def test_best_trial_rebuilds_into_a_final_run_with_the_same_settings(stored, sts_small, fast):
     study = stored["study"]
     best = study.best_trial
@@ -95,6 +97,7 @@ def test_best_trial_rebuilds_into_a_final_run_with_the_same_settings(stored, sts
     assert (stored["folder"] / "best" / "modules.json").exists()  # the best model so far was saved
 
 
+@pytest.mark.slow
 def test_a_stored_study_resumes_after_an_interrupt(stored, sts_small):
     storage = stored["storage"]
     study = S.create_study("tiny", storage, pruner="halving", seed=0, settings=settings(sts_small))
@@ -111,12 +114,14 @@ def test_a_stored_study_resumes_after_an_interrupt(stored, sts_small):
     assert sampled[0] != sampled[1]  # the resumed sampler did not replay its first proposal
 
 
+@pytest.mark.slow
 def test_a_different_search_under_the_same_name_is_refused(stored, sts_small):
     other = S.settings_record(S.search_base(BASE.replace(epochs=2)).resolved(), SPACE, sts_small)
     with pytest.raises(S.StudyMismatch, match="epochs"):
         S.create_study("tiny", stored["storage"], settings=other)
 
 
+@pytest.mark.slow
 def test_transfer_helpers(stored):
     study = stored["study"]
     top, bottom = S.pick_for_transfer(study, top=1, bottom=1)
@@ -145,6 +150,7 @@ def _trial_states(db) -> tuple[int, int]:
     return sum(s in ("COMPLETE", "PRUNED") for s in states), running
 
 
+@pytest.mark.slow
 def test_a_search_killed_with_sigkill_resumes_to_the_trials_it_was_asked_for(tmp_path):
     """Killed during a trial and rerun at once (inside the heartbeat's grace period): 3 of 3 trials, not 2."""
     import contextlib
@@ -220,3 +226,111 @@ def test_local_workers_keep_sqlite_because_the_journal_storage_has_no_heartbeat(
 
     assert not issubclass(optuna.storages.JournalStorage, BaseHeartbeat)
     assert issubclass(optuna.storages.RDBStorage, BaseHeartbeat)
+
+
+# --------------------------------------------------------------------------- reading a study: made-up trials
+
+def made_up_study(specs):
+    """An in-memory study holding made-up finished trials: (state, value, intermediate values, params, attrs)."""
+    from optuna.distributions import CategoricalDistribution
+
+    study = optuna.create_study(direction="maximize")
+    for state, value, inter, params, attrs in specs:
+        study.add_trial(optuna.trial.create_trial(
+            state=state, value=value, intermediate_values=inter, params=params, user_attrs=attrs,
+            distributions={k: CategoricalDistribution((8, 16, 32)) for k in params}))
+    return study
+
+
+def result(dev=0.5, test=0.5, wall=1.0, n=0):
+    """A TrainResult with the numbers the search readers use (one evaluation, its test score, seconds, pairs)."""
+    import helpers as hp
+
+    return hp.TrainResult(config={}, metric="Spearman", evals=[{"step": 4, "epoch": 1.0, "metric": dev, "loss": None}],
+                          test_metric=test, wall_time=wall, train_examples=n)
+
+
+C, P, F = TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL
+
+
+def test_rank_correlation_on_made_up_scores():
+    # subset scores 0.1, 0.2, 0.3 and a pruned trial whose LAST evaluation (0.4) counts, not its first (0.05)
+    study = made_up_study([(C, 0.1, {1: 0.1}, {}, {}), (C, 0.2, {1: 0.2}, {}, {}), (C, 0.3, {1: 0.3}, {}, {}),
+                           (P, None, {1: 0.05, 2: 0.4}, {}, {})])
+    trials = study.trials
+    assert [S.subset_score(t) for t in trials] == [0.1, 0.2, 0.3, 0.4]
+    same = {t.number: result(test=s) for t, s in zip(trials, (0.6, 0.7, 0.8, 0.9))}
+    assert S.rank_correlation(trials, same) == (pytest.approx(1.0), pytest.approx(0.0, abs=1e-12))
+    reversed_ = {t.number: result(test=s) for t, s in zip(trials, (0.9, 0.8, 0.7, 0.6))}
+    assert S.rank_correlation(trials, reversed_)[0] == pytest.approx(-1.0)
+    # one swap among 4: rho = 1 - 6 x (1 + 1) / (4 x 15) = 0.8; t = 0.8 x sqrt(2 / 0.36) on 2 degrees of freedom,
+    # two-sided p = 1 - t / sqrt(t^2 + 2) = 1 - 0.8 = 0.2
+    swapped = {t.number: result(test=s) for t, s in zip(trials, (0.6, 0.8, 0.7, 0.9))}
+    rho, p = S.rank_correlation(trials, swapped)
+    assert rho == pytest.approx(0.8, rel=1e-12) and p == pytest.approx(0.2, rel=1e-9)
+    # key="dev" reads the re-runs' validation scores instead: the same swap there, the test ranking agreeing
+    by_dev = {t.number: result(dev=d, test=s) for t, d, s in zip(trials, (0.6, 0.8, 0.7, 0.9), (0.6, 0.7, 0.8, 0.9))}
+    assert S.rank_correlation(trials, by_dev, key="dev")[0] == pytest.approx(0.8)
+    assert S.rank_correlation(trials, by_dev)[0] == pytest.approx(1.0)
+
+
+def test_transfer_check_reruns_each_trial_with_its_own_settings_and_a_test_score(monkeypatch):
+    larger = object()  # the larger data, passed through untouched
+    study = made_up_study([(C, 0.3, {1: 0.3}, {"batch_size": 16}, {}), (P, None, {1: 0.1}, {"batch_size": 32}, {})])
+    calls = []
+
+    def fake_train(cfg, data=None, progress=True, **kwargs):
+        calls.append((cfg, data, progress, kwargs))
+        r = result(test=0.1 * len(calls), n=320)
+        r.model = object()
+        return r
+
+    from helpers import transfer
+
+    monkeypatch.setattr(transfer, "train", fake_train)  # where transfer_check looks it up (search re-exports it)
+    base = TrainConfig(max_seq_length=32, final_test=False, output_dir="somewhere", batch_size=8)
+    out = S.transfer_check(study.trials, base, larger, {"batch_size": ("choice", (8, 16, 32))}, progress=False)
+    assert list(out) == [0, 1] and [r.test_metric for r in out.values()] == [0.1, 0.2]
+    assert all(r.model is None for r in out.values())  # models dropped: a transfer check keeps numbers, not weights
+    assert [c[0].batch_size for c in calls] == [16, 32]  # each trial's own parameters
+    for cfg, data, progress, kwargs in calls:
+        assert cfg.final_test is True and cfg.output_dir is None  # scored on test, nothing saved
+        assert cfg.max_seq_length == 32 and data is larger and progress is False and not kwargs
+    assert S.transfer_check([], base, larger, progress=False) == {} and len(calls) == 2
+
+
+def test_cost_comparison_measures_the_multiplier_from_completed_reruns():
+    study = made_up_study([
+        (C, 0.3, {1: 0.3}, {}, {"wall_s": 10.0, "train_examples": 100}),
+        (C, 0.2, {1: 0.2}, {}, {"wall_s": 20.0, "train_examples": 100}),
+        (P, None, {1: 0.1}, {}, {"wall_s": 5.0, "train_examples": 100}),
+        (F, None, {}, {}, {"wall_s": 100.0}),  # failed: neither counted nor timed
+    ])
+    t = study.trials
+    reruns = {0: result(wall=40.0, n=1000), 1: result(wall=60.0, n=1000), 2: result(wall=50.0, n=1000)}
+    c = S.cost_comparison(study, t[:3], reruns)
+    # the ratios of the completed trials, 40 / 10 and 60 / 20 (the pruned one stopped early: it does not count)
+    assert c == {"trials": 3, "pruned": 1, "subset pairs": 100, "larger pairs": 1000, "subset search s": 35.0,
+                 "measured multiplier": 3.5, "estimated larger-data search s": 35.0 * 3.5,
+                 "transfer re-runs s": 150.0}
+    only_pruned = S.cost_comparison(study, [t[2]], {2: reruns[2]})  # nothing measured: the data ratio, 1000 / 100
+    assert only_pruned["measured multiplier"] == 10.0 and only_pruned["estimated larger-data search s"] == 350.0
+    assert only_pruned["transfer re-runs s"] == 50.0
+    bare = made_up_study([(P, None, {1: 0.1}, {}, {})])  # no seconds, no pair counts recorded
+    unknown = S.cost_comparison(bare, bare.trials, {0: result(wall=5.0, n=1000)})
+    assert unknown["subset search s"] == 0.0 and unknown["subset pairs"] == 0
+    assert math.isnan(unknown["measured multiplier"]) and math.isnan(unknown["estimated larger-data search s"])
+
+
+def test_pruning_savings_counts_steps_run_against_steps_planned():
+    study = made_up_study([
+        (C, 0.3, {1: 0.3}, {"batch_size": 16}, {"train_examples": 320, "steps": 25}),  # 20 steps an epoch
+        (P, None, {1: 0.1}, {"batch_size": 32}, {"train_examples": 320, "steps": 5}),  # 10 steps an epoch
+        (P, None, {1: 0.1}, {"batch_size": 16}, {"steps": 7}),  # no pair count recorded: left out
+        (C, 0.2, {1: 0.2}, {}, {"train_examples": 320, "steps": 9}),  # batch size not searched: left out
+        (F, None, {}, {"batch_size": 16}, {"train_examples": 320, "steps": 3}),  # failed: not finished
+    ])
+    s = S.pruning_savings(study, epochs=1.25)
+    # planned: 20 x 1.25 = 25, and 10 x 1.25 = 12.5, rounded up to 13
+    assert s == {"steps run": 30, "steps without pruning": 38, "saved": pytest.approx(1 - 30 / 38, rel=1e-12)}
+    assert S.pruning_savings(made_up_study([]), epochs=1) == {"steps run": 0, "steps without pruning": 0, "saved": 0.0}

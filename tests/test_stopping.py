@@ -167,6 +167,7 @@ def full_run(sts_small, fast):
     return S.train_with_test_curve(TrainConfig(**TOO_HIGH), sts_small, **{**fast, "evals_per_epoch": 2})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signal", ["metric", "loss"])
 def test_real_early_stopping_stops_where_the_replay_says(full_run, sts_small, fast, signal):
     assert full_run.steps == 8 and sorted(full_run.test_curve) == [0, 2, 4, 6, 8]

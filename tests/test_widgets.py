@@ -31,6 +31,7 @@ def test_moving_controls_updates_curve_and_numbers():
     assert cfg.floor == pytest.approx(ex.floor.value)
 
 
+@pytest.mark.slow
 def test_explorer_button_starts_the_dashboard(sts_small):
     ex = ScheduleExplorer(data_size=1000, batch_size=8)
     dash = TrainingDashboard(TrainConfig(max_seq_length=32, evals_per_epoch=1), data=sts_small)
@@ -47,6 +48,7 @@ def test_explorer_button_starts_the_dashboard(sts_small):
     assert dash.draws >= 1 and dash.image.value
 
 
+@pytest.mark.slow
 def test_dashboard_stop_keeps_the_partial_result(sts_small):
     dash = TrainingDashboard(TrainConfig(max_seq_length=32, batch_size=8, evals_per_epoch=1, epochs=20),
                              data=sts_small, redraw_every=0.0)

@@ -10,9 +10,18 @@ import ipywidgets as W
 import numpy as np
 from matplotlib.figure import Figure
 
-from ..batching import RULE_EXPONENTS, batch_plan
+from ..batching import RULE_EXPONENTS, batch_plan, in_batch_negatives
 from ..settings import TrainConfig
 from .common import css_hooks, figure_png
+
+
+def gathered(batch_size: int, devices: int) -> str:
+    """The calculator's note on how MNRL's negatives add up over several devices (notebook 03): the devices'
+    embeddings are gathered (``TrainConfig.gather_across_devices``, the default)."""
+    if devices == 1:
+        return ""
+    return f" ({batch_size} x {devices} devices - 1: the devices' embeddings are gathered)"
+
 
 RULE_LABELS = {"none": "keep the rate", "sqrt": "square root (Adam)", "linear": "linear (SGD)"}
 
@@ -84,9 +93,10 @@ class BatchCalculator:
             f"<tr><td>optimizer steps per epoch</td><td><b>{p['steps_per_epoch']}</b></td></tr>"
             f"<tr><td>total steps</td><td><b>{p['total_steps']}</b>, of them warm-up <b>{p['warmup_steps']}</b></td></tr>"
             f"{rates}</table>"
-            f"<p style='max-width:430px'>In-batch losses (MNRL): each anchor meets <b>{v['batch_size'] - 1}</b> negatives; "
-            f"accumulation adds none. CachedMNRL with batch_size={cached_batch} and mini_batch_size={v['batch_size']} "
-            f"gives <b>{cached_batch - 1}</b> at the memory of a batch of {v['batch_size']}.</p>")
+            f"<p style='max-width:430px'>In-batch losses (MNRL): each anchor meets <b>{p['negatives']}</b> negatives"
+            f"{gathered(v['batch_size'], v['devices'])}; accumulation adds none. CachedMNRL with batch_size={cached_batch} "
+            f"and mini_batch_size={v['batch_size']} gives <b>{in_batch_negatives(cached_batch, v['devices'])}</b> at "
+            f"the memory of a batch of {v['batch_size']}.</p>")
         fig = Figure(figsize=(5.2, 3.0))
         ax = fig.add_subplot()
         xs = np.geomspace(1, max(1024, eff * 2), 60)
