@@ -184,6 +184,9 @@ def main(argv=None) -> dict:
             data = json.loads(RESULTS.read_text())
             data["benchmarks"]["gpu"]["machine"] = machine_of_gpu
             RESULTS.write_text(json.dumps(data, indent=2, default=float) + "\n")
+            from report import write_readme  # noqa: PLC0415
+
+            write_readme(data)
         return entry
     if a.worker:
         worker(*a.worker)

@@ -8,7 +8,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_gpu_check_dry_run_goes_end_to_end(tmp_path):
-    env = {**os.environ, "OUT": str(tmp_path / "out"), "GPU_CHECK_BUDGET": "600", "PYTHON": os.environ.get(
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "GPU_CHECK_BUDGET": "900", "PYTHON": os.environ.get(
         "PYTHON_FOR_TESTS", __import__("sys").executable)}
     proc = subprocess.run(["bash", str(ROOT / "tools" / "gpu_check.sh"), "--dry-run"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=900)

@@ -79,7 +79,7 @@ step() {
 say "GPU check $( [ $DRY = 1 ] && echo '(dry run: stops before any CUDA work)' ) at $(date -u +%FT%TZ), budget ${BUDGET} s, output $OUT"
 say "python: $PYTHON; model: ${WORKSHOP_MODEL_DIR:-embedded package}; data: ${WORKSHOP_DATA_DIR:-default}"
 
-step env 60 "$PYTHON" tools/gpu_env.py
+step env 150 "$PYTHON" tools/gpu_env.py
 cp "$OUT/env.log" "$OUT/env.json" 2>/dev/null
 if ! grep -q '"cuda": true' "$OUT/env.json" && [ $DRY = 0 ]; then
   say "no CUDA GPU here: nothing more to run (use --dry-run to check the steps on a CPU)."
@@ -87,7 +87,7 @@ if ! grep -q '"cuda": true' "$OUT/env.json" && [ $DRY = 0 ]; then
 fi
 
 if [ $DRY = 1 ]; then
-  step tests 120 "$PYTHON" -m pytest tests/test_gpu.py -m gpu --collect-only -q -p no:cacheprovider
+  step tests 180 "$PYTHON" -m pytest tests/test_gpu.py -m gpu --collect-only -q -p no:cacheprovider
   step notebook 60 "$PYTHON" -c "import nbclient, nbformat; nb = nbformat.read('notebooks/00_quickstart.ipynb', as_version=4); print('notebook 00:', len(nb.cells), 'cells; would run at WORKSHOP_SCALE=full into $OUT/00_quickstart.full.ipynb')"
   step bench 180 "$PYTHON" benchmarks/bench_gpu.py --dry-run --out "$OUT/bench_gpu.json"
   step reference 120 "$PYTHON" -m helpers.reference --list

@@ -13,8 +13,9 @@ import platform
 import sys
 
 NEEDED = ["torch", "transformers", "sentence_transformers", "accelerate", "datasets", "safetensors", "numpy",
-          "scipy", "pandas", "psutil", "tqdm", "optuna", "matplotlib", "ipywidgets"]
+          "scipy", "pandas", "psutil", "tqdm", "matplotlib", "ipywidgets"]
 FOR_NOTEBOOK = ["nbclient", "nbformat", "ipykernel"]
+FOR_SEARCH = ["optuna"]  # notebooks 06-07 and the recipe; the check itself runs no search (reported, not a failure)
 APIS = {  # what the helpers import from the libraries, checked against the installed versions
     "sentence_transformers.base.sampler": ["BatchSamplers"],
     "sentence_transformers.sentence_transformer.training_args": ["SentenceTransformerTrainingArguments"],
@@ -28,13 +29,15 @@ OPTIONAL = {  # used when present, with a fallback otherwise
 
 def report() -> dict:
     out = {"python": platform.python_version(), "executable": sys.executable, "missing": [], "missing_for_notebook": [],
+           "missing_for_search": [],
            "api_problems": [], "versions": {}}
-    for name in NEEDED + FOR_NOTEBOOK:
+    for name in NEEDED + FOR_NOTEBOOK + FOR_SEARCH:
         try:
             mod = importlib.import_module(name)
             out["versions"][name] = getattr(mod, "__version__", "?")
         except Exception as exc:  # noqa: BLE001 - any import failure is reported
-            (out["missing"] if name in NEEDED else out["missing_for_notebook"]).append(f"{name} ({type(exc).__name__})")
+            kind = "missing" if name in NEEDED else "missing_for_notebook" if name in FOR_NOTEBOOK else "missing_for_search"
+            out[kind].append(f"{name} ({type(exc).__name__})")
     for module, names in APIS.items():
         try:
             mod = importlib.import_module(module)
