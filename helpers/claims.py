@@ -43,6 +43,7 @@ class Experiment:
     rates: tuple = ()
     seeds: tuple = SEEDS
     priority: int = 5  # lower runs first
+    device: str | None = None  # "cpu": a claim about one kind of device; its runs are keyed, and run, on it
 
 
 @dataclass(frozen=True)
@@ -64,10 +65,11 @@ class Claim:
 EXPERIMENTS = [
     Experiment("precision", "00_quickstart", "Does bf16 autocast on the CPU keep fp32's quality?",
                dict(STSB, schedule="constant", warmup_fraction=0.0),
-               {"fp32": {"precision": "fp32"}, "bf16": {"precision": "bf16"}}, seeds=(0, 1, 2, 3, 4), priority=0),
+               {"fp32": {"precision": "fp32"}, "bf16": {"precision": "bf16"}}, seeds=(0, 1, 2, 3, 4), priority=0,
+               device="cpu"),
     Experiment("precision_code", "00_quickstart", "Does bf16 keep fp32's quality on code search?",
                dict(CODE, train_size=600), {"fp32": {"precision": "fp32"}, "bf16": {"precision": "bf16"}},
-               seeds=(0, 1, 2, 3, 4), priority=3),
+               seeds=(0, 1, 2, 3, 4), priority=3, device="cpu"),
     Experiment("schedule", "01_learning_rate_schedules",
                "Decay after warm-up against a constant rate, each at its best peak rate.",
                STSB, {"linear, 10% warm-up": {"schedule": "linear", "warmup_fraction": 0.1},

@@ -41,6 +41,8 @@ SMOKE = dict(train_size=24, dev_size=24, test_size=24, epochs=1, batch_size=8, m
 def run_config(exp: Experiment, arm: str, rate: float | None, seed: int, smoke: bool = False) -> TrainConfig:
     """The TrainConfig of one reference run (``smoke``: tiny sizes for tests, same structure)."""
     changes = {**exp.base, **exp.arms[arm], "seed": seed, "scale": "full"}
+    if exp.device:  # a claim about one kind of device runs there, whatever else the machine has
+        changes["device"] = exp.device
     if rate is not None:
         changes["learning_rate"] = rate
     if smoke:
@@ -58,13 +60,20 @@ def plan(exp: Experiment, smoke: bool = False) -> list[dict]:
             for arm in exp.arms:
                 cfg = run_config(exp, arm, rate, seed, smoke)
                 runs.append({"experiment": exp.key, "arm": arm, "rate": cfg.learning_rate, "seed": seed,
-                             "config": cfg, "key": run_key(cfg)})
+                             "config": cfg, "key": run_key(cfg, exp.device)})
     return runs
 
 
-def run_key(cfg: TrainConfig) -> str:
-    """A stable id of a run's settings: runs with the same settings are one run, whichever experiment asks."""
+def run_key(cfg: TrainConfig, device: str | None = None) -> str:
+    """A stable id of a run's settings: runs with the same settings are one run, whichever experiment asks.
+
+    The device is not part of the settings, so a run made on a GPU serves a CPU's plan too, except for
+    experiments about one kind of device (``Experiment.device``, e.g. bf16 on the CPU): their keys
+    carry ``device``, so a GPU run of the same settings never stands in for the CPU's.
+    """
     d = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name not in ("output_dir", "device")}
+    if device:
+        d["device_kind"] = device
     return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -105,8 +114,23 @@ def load_records(store: Path | None = None) -> dict[str, dict]:
                 rec = json.loads(line)
                 if rec.get("kind") == "untuned":  # keyed by what it depends on (older records: without Python)
                     rec["key"] = untuned_key(rec["config"], rec.get("versions", {}).get("python"))
+                elif _device_specific(rec):  # keyed by the device it ran on (older records: without it)
+                    rec["key"] = _device_key(rec)
                 out[rec["key"]] = rec
     return out
+
+
+def _device_specific(rec: dict) -> bool:
+    exp = next((e for e in EXPERIMENTS if e.key == rec.get("experiment")), None)
+    return rec.get("kind") == "run" and exp is not None and exp.device is not None
+
+
+def _device_key(rec: dict) -> str:
+    """The key of a run of a device-specific experiment: its plan's settings plus the device it ran on."""
+    exp = experiment(rec["experiment"])
+    smoke = rec["config"].get("train_size") == SMOKE["train_size"]
+    cfg = run_config(exp, rec["arm"], rec["rate"] if exp.rates else None, rec["seed"], smoke)
+    return run_key(cfg, device_kind(rec))
 
 
 def append_record(path: Path, record: dict) -> None:
@@ -210,7 +234,7 @@ def arm_runs(exp: Experiment, arm: str, rate: float | None, records: dict, smoke
     """The stored records of one arm at one rate, one per seed (missing seeds left out)."""
     out = []
     for seed in (exp.seeds[:2] if smoke else exp.seeds):
-        rec = records.get(run_key(run_config(exp, arm, rate, seed, smoke)))
+        rec = records.get(run_key(run_config(exp, arm, rate, seed, smoke), exp.device))
         if rec is not None:
             out.append({"seed": seed, "test": rec["metrics"]["test"], "dev": rec["metrics"]["dev"],
                         "wall_s": rec["wall_s"], "record": rec})

@@ -162,3 +162,30 @@ def test_readme_claim_table_matches_the_stored_records():
     shown = readme.split("<!-- claim-table -->\n", 1)[1].split("\n<!-- /claim-table -->", 1)[0]
     assert shown == R.markdown_table(R.summary_table()), \
         "README's claim table is stale: run python tools/refresh_reference_outputs.py"
+
+
+def test_the_cpu_bf16_default_follows_the_stored_precision_verdicts():
+    """bf16 is the CPU default exactly when both precision claims are SUPPORTED by the stored records."""
+    from helpers import config
+
+    both = all(R.claim_status(k) == "supported" for k in ("bf16", "bf16_code"))
+    assert config.CPU_BF16_BY_DEFAULT == both, (
+        f"CPU_BF16_BY_DEFAULT is {config.CPU_BF16_BY_DEFAULT}, but the precision verdicts are "
+        f"{R.claim_status('bf16')!r} (STS-B) and {R.claim_status('bf16_code')!r} (code search)")
+
+
+def test_a_gpu_run_never_stands_in_for_a_cpu_claim(tmp_path):
+    """The precision experiment is about the CPU: a GPU record of the very same settings (another experiment's
+    run) is not one of its runs, while a CPU record written with the plain key (before device keys) still is."""
+    exp = C.experiment("precision")
+    assert exp.device == "cpu" and R.run_config(exp, "bf16", None, 0).device == "cpu"
+    plain = R.run_key(R.run_config(exp, "bf16", None, 0))
+    rec = {"schema": R.SCHEMA, "kind": "run", "key": plain, "arm": "bf16", "rate": 2e-5, "seed": 0,
+           "config": {"train_size": None}, "metrics": {"dev": 0.88, "test": 0.86}, "wall_s": 1.0}
+    store = tmp_path / "store"
+    R.append_record(store / "01_learning_rate_schedules.jsonl", {**rec, "experiment": "schedule", "device": "cuda"})
+    assert R.arm_runs(exp, "bf16", None, R.load_records(store)) == []
+    R.append_record(store / "00_quickstart.jsonl", {**rec, "experiment": "precision", "device": "cpu"})
+    runs = R.arm_runs(exp, "bf16", None, R.load_records(store))
+    assert [r["record"]["device"] for r in runs] == ["cpu"]
+    assert R.plan(exp)[0]["key"] != plain  # new runs are stored under the device's key
