@@ -49,7 +49,8 @@ def _rows(data, start: int, end: int) -> dict:
 
 
 def step_gradient(model, loss, data, micro: int | None = None) -> dict:
-    """Loss, gradient (one flat vector over the trainable weights) and activation memory of one step on ``data``.
+    """Loss, gradient (one flat vector over the trainable weights) and activation memory of one step on ``data``
+    (notebook 03).
 
     ``micro``: split ``data`` into micro-batches of this size and accumulate
     (each loss divided by the number of micro-batches, as the trainer does);
@@ -79,7 +80,7 @@ def step_gradient(model, loss, data, micro: int | None = None) -> dict:
 
 
 def gradient_agreement(g: np.ndarray, ref: np.ndarray) -> dict:
-    """How close gradient ``g`` is to ``ref``: cosine similarity and relative L2 difference."""
+    """How close gradient ``g`` is to ``ref``: cosine similarity and relative L2 difference (notebook 03)."""
     g, ref = np.asarray(g, dtype=np.float64), np.asarray(ref, dtype=np.float64)
     nr = np.linalg.norm(ref)
     cos = float(g @ ref / (np.linalg.norm(g) * nr)) if nr and np.linalg.norm(g) else float("nan")
@@ -87,7 +88,7 @@ def gradient_agreement(g: np.ndarray, ref: np.ndarray) -> dict:
 
 
 def compare_ways(model, loss_name: str, data, micro: int, scale: float | None = None) -> dict[str, dict]:
-    """One step of ``loss_name`` on all of ``data`` (the batch) three ways; see the module docstring.
+    """One step of ``loss_name`` on all of ``data`` (the batch) three ways; see the module docstring (notebook 03).
 
     Returns ``{way: {loss, grad, activation_mb, negatives, cosine, rel_diff}}``
     where ``cosine`` and ``rel_diff`` compare the way's gradient with the true
@@ -119,7 +120,8 @@ def compare_ways(model, loss_name: str, data, micro: int, scale: float | None = 
 
 
 def comparison_table(results: dict[str, dict[str, dict]], batch: int, micro: int):
-    """A pandas table of :func:`compare_ways` results: ``{loss label: compare_ways(...)}`` -> one row per loss and way."""
+    """A pandas table of :func:`compare_ways` results: ``{loss label: compare_ways(...)}`` -> one row per loss and way
+    (notebook 03)."""
     import pandas as pd
 
     rows = []
@@ -136,5 +138,6 @@ def comparison_table(results: dict[str, dict[str, dict]], batch: int, micro: int
 
 
 def chance_loss(negatives: int) -> float:
-    """The in-batch loss of a model that cannot tell the positive from ``negatives`` negatives: ln(negatives + 1)."""
+    """The in-batch loss of a model that cannot tell the positive from ``negatives`` negatives: ln(negatives + 1)
+    (notebook 03)."""
     return math.log(negatives + 1)

@@ -18,14 +18,14 @@ SCALING_RULES = ("none", "linear", "sqrt")
 
 
 def effective_batch(batch_size: int, grad_accum: int = 1, world_size: int = 1) -> int:
-    """Examples per optimizer step: per-device batch x accumulation steps x processes."""
+    """Examples per optimizer step: per-device batch x accumulation steps x processes (notebook 03)."""
     return batch_size * grad_accum * world_size
 
 
 def scaled_learning_rate(
     learning_rate: float, batch_size: int, base_batch_size: int, rule: str = "none", grad_accum: int = 1
 ) -> float:
-    """The rate for ``batch_size x grad_accum`` when ``learning_rate`` was chosen at ``base_batch_size``.
+    """The rate for ``batch_size x grad_accum`` when ``learning_rate`` was chosen at ``base_batch_size`` (notebook 03).
 
     ``linear``: double the batch, double the rate (Goyal et al., shown for SGD);
     ``sqrt``: double the batch, x1.41 (derived for Adam, Malladi et al. 2022);
@@ -130,7 +130,7 @@ def rate_grid(base_lr: float, base_batch: int, batch_sizes, rules=SCALING_RULES)
 
 
 def arm_for(grid: dict[str, dict], batch_size: int, rule: str) -> str:
-    """The name of the :func:`rate_grid` arm that trains ``batch_size`` at the rate of ``rule``."""
+    """The name of the :func:`rate_grid` arm that trains ``batch_size`` at the rate of ``rule`` (notebook 03)."""
     for name, a in grid.items():
         if a["batch_size"] == batch_size and rule in a["rules"]:
             return name
@@ -138,13 +138,15 @@ def arm_for(grid: dict[str, dict], batch_size: int, rule: str) -> str:
 
 
 def grid_configs(base, grid: dict[str, dict]) -> dict:
-    """``{arm: base.replace(batch_size=..., learning_rate=...)}`` for a :func:`rate_grid` (rates already scaled)."""
+    """``{arm: base.replace(batch_size=..., learning_rate=...)}`` for a :func:`rate_grid` (rates already scaled)
+    (notebook 03)."""
     return {name: base.replace(batch_size=a["batch_size"], learning_rate=a["learning_rate"], lr_scaling="none")
             for name, a in grid.items()}
 
 
 def grid_table(results: dict[str, list], grid: dict[str, dict]):
-    """One row per arm of a :func:`rate_grid`: batch, rate, rules, dev and test (mean and sd), time, memory."""
+    """One row per arm of a :func:`rate_grid`: batch, rate, rules, dev and test (mean and sd), time, memory
+    (notebook 03)."""
     import pandas as pd
 
     rows = []
@@ -162,7 +164,8 @@ def grid_table(results: dict[str, list], grid: dict[str, dict]):
 
 
 def run_table(results_by_arm: dict[str, list], notes: dict[str, dict] | None = None):
-    """One row per arm: seeds, steps, dev and test (mean ± sd), training s/epoch, memory, how the runs ended.
+    """One row per arm: seeds, steps, dev and test (mean ± sd), training s/epoch, memory, how the runs ended
+    (notebook 03).
 
     ``notes``: extra columns per arm (e.g. negatives per anchor). Runs from
     :func:`helpers.run_grid` with ``speed=True, memory=True``.
@@ -184,14 +187,16 @@ def run_table(results_by_arm: dict[str, list], notes: dict[str, dict] | None = N
 
 
 def best_rates(table, key: str = "dev"):
-    """Per batch size, the grid's rate with the best mean ``key`` (a :func:`grid_table`), and the rules that gave it."""
+    """Per batch size, the grid's rate with the best mean ``key`` (a :func:`grid_table`), and the rules that gave it
+    (notebook 03)."""
     idx = table.groupby("batch")[key].idxmax()
     best = table.loc[idx, ["batch", "rate", "rules", "dev", "test", "train s/epoch", "activation MB"]]
     return best.set_index("batch").sort_index()
 
 
 def fitted_exponent(batches, rates) -> float:
-    """Least-squares slope of log(rate) against log(batch): 0 = keep the rate, 0.5 = square root, 1 = linear."""
+    """Least-squares slope of log(rate) against log(batch): 0 = keep the rate, 0.5 = square root, 1 = linear
+    (notebook 03)."""
     import numpy as np
 
     x, y = np.log(np.asarray(batches, dtype=float)), np.log(np.asarray(rates, dtype=float))
@@ -201,7 +206,7 @@ def fitted_exponent(batches, rates) -> float:
 
 
 def nearest_rule(exponent: float) -> str:
-    """The rule whose exponent is closest to a fitted one."""
+    """The rule whose exponent is closest to a fitted one (notebook 03)."""
     return min(RULE_EXPONENTS, key=lambda r: abs(RULE_EXPONENTS[r] - exponent))
 
 
@@ -266,7 +271,8 @@ def decay_groups_callback():
 
 
 def decay_table(groups: list[dict]):
-    """The recorded groups in two rows, decayed and not decayed: tensors, weights, and which kinds of weight."""
+    """The recorded groups in two rows, decayed and not decayed: tensors, weights, and which kinds of weight
+    (notebook 03)."""
     import re
 
     import pandas as pd
@@ -290,7 +296,8 @@ def decay_table(groups: list[dict]):
 
 
 def decay_shrink(rates, weight_decay: float) -> float:
-    """How much AdamW's decoupled decay alone shrinks a decayed weight over a run: 1 - prod(1 - rate_t x decay).
+    """How much AdamW's decoupled decay alone shrinks a decayed weight over a run: 1 - prod(1 - rate_t x decay)
+    (notebook 03).
 
     ``rates``: the rate at every optimizer step (``result.lr``). With fine-tuning
     rates (about 2e-5) and decay 0.01 to 0.1 this is tiny, which is why the

@@ -21,7 +21,7 @@ from .schedules import build_scheduler
 
 
 class StopFlag:
-    """A thread-safe flag a dashboard's Stop button sets; the run ends cleanly at the next step."""
+    """A thread-safe flag a dashboard's Stop button sets; the run ends cleanly at the next step (notebooks 01-04)."""
 
     def __init__(self) -> None:
         self._event = threading.Event()
@@ -37,7 +37,8 @@ class StopFlag:
 
 
 class Recorder(TrainerCallback):
-    """Keeps the rate per optimizer step, the training loss, and each evaluation; stops on divergence.
+    """Keeps the rate per optimizer step, the training loss, and each evaluation; stops on divergence
+    (notebook 00; used by all).
 
     Divergence: a NaN/infinite training loss, a loss ``explode_factor`` times its
     start, or a validation metric that falls ``collapse_drop`` below its start
@@ -115,7 +116,8 @@ class Recorder(TrainerCallback):
 
 
 class ProgressBar(TrainerCallback):
-    """A tqdm progress bar over optimizer steps with the latest loss and validation metric."""
+    """A tqdm progress bar over optimizer steps with the latest loss and validation metric
+    (notebook 00; used by all)."""
 
     def __init__(self, desc: str = "training", metric_key: str = ""):
         self.desc, self.metric_key, self.bar = desc, f"eval_{metric_key}", None
@@ -147,7 +149,7 @@ class ProgressBar(TrainerCallback):
 
 
 class SkippedStartEval(TrainerCallback):
-    """Stands in for a skipped ``eval_on_start`` so the run's numbers do not change.
+    """Stands in for a skipped ``eval_on_start`` so the run's numbers do not change (notebook 00; used by all).
 
     The trainer's start evaluation iterates one DataLoader, which draws one
     number from torch's global generator before the training sampler shuffles;
@@ -162,6 +164,7 @@ class SkippedStartEval(TrainerCallback):
 
 
 def trainer_class():
+    """The workshop's trainer class: the library's trainer with the workshop's scheduler (notebook 00; used by all)."""
     from sentence_transformers.sentence_transformer.trainer import SentenceTransformerTrainer
 
     class WorkshopTrainer(SentenceTransformerTrainer):
@@ -195,7 +198,7 @@ def trainer_class():
 
 
 def quiet_trainer(trainer) -> None:
-    """Drop the trainer's own printers and bars; the workshop shows its own progress bar."""
+    """Drop the trainer's own printers and bars; the workshop shows its own progress bar (notebook 00; used by all)."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     for cb in (PrinterCallback, ProgressCallback):

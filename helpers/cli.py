@@ -123,7 +123,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The parser: ``recipe`` and ``search`` subcommands, every option explained by ``--help``."""
+    """The parser: ``recipe`` and ``search`` subcommands, every option explained by ``--help``
+    (the ``python -m helpers`` command line; notebook 07)."""
     parser = argparse.ArgumentParser(
         prog="python -m helpers",
         description="Fine-tune a Sentence Transformer on your own data: validate the data, search "
@@ -158,7 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def train_once(args) -> int:
-    """``python -m helpers train --config '{...}'``: one :func:`helpers.train` run, for torchrun.
+    """``python -m helpers train --config '{...}'``: one :func:`helpers.train` run, for torchrun
+    (the ``python -m helpers`` command line under torchrun; notebook 07).
 
     Every process prints one JSON line ``{"rank", "world_size", "effective_batch",
     "learning_rate", "steps", "dev", "test", ...}`` (so the ranks can be compared);
@@ -198,7 +200,8 @@ def _recipe(args):
 
 
 def main(argv=None) -> int:
-    """Run the command line; returns the exit code (0 done, 2 bad input, 130 interrupted, 1 a worker failed)."""
+    """Run the command line; returns the exit code (0 done, 2 bad input, 130 interrupted, 1 a worker failed)
+    (the ``python -m helpers`` command line; notebook 07)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     import warnings

@@ -42,7 +42,7 @@ def _strip_docstring(src: str, node: ast.AST) -> str:
 
 
 def module_split(module: str, dev_percent: int = 10, test_percent: int = 10) -> str:
-    """Deterministic split of a module name into train/dev/test by a hash of its top-level package."""
+    """Deterministic split of a module name into train/dev/test by a hash of its top-level package (notebook 03)."""
     top = module.split(".")[0]
     bucket = int(hashlib.md5(top.encode()).hexdigest(), 16) % 100
     if bucket < test_percent:
@@ -53,7 +53,7 @@ def module_split(module: str, dev_percent: int = 10, test_percent: int = 10) -> 
 
 
 def extract_functions(root: str | Path | None = None, max_chars: int = 300, min_words: int = 4) -> list[dict]:
-    """(module, name, query, code) for every documented function under ``root`` (default: the stdlib).
+    """(module, name, query, code) for every documented function under ``root`` (default: the stdlib) (notebook 03).
 
     Queries with fewer than ``min_words`` words and duplicate queries are
     dropped; code is cut to ``max_chars`` characters (long code is slow to
@@ -103,7 +103,7 @@ def _retrieval(rows: list[dict]) -> dict:
 def load_codesearch(
     train_size: int | None = None, eval_queries: int | None = None, seed: int = 0, max_chars: int = 300
 ) -> dict:
-    """The stdlib code-search task: ``{"train": Dataset(anchor, positive), "dev": ir, "test": ir}``.
+    """The stdlib code-search task: ``{"train": Dataset(anchor, positive), "dev": ir, "test": ir}`` (notebook 03).
 
     ``ir`` dicts hold queries, corpus and relevant (see
     :func:`helpers.data.snli_retrieval`); ``eval_queries`` caps each of dev and

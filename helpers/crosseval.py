@@ -34,7 +34,8 @@ TASK_LABELS = {"stsb": "STS-B (Spearman)", "snli": "SNLI retrieval (nDCG@10)",
 
 
 def snli_test_ir(n_queries: int | None = None, seed: int = 0) -> dict:
-    """SNLI test retrieval on ``n_queries`` seeded premises, the corpus being only their own hypotheses."""
+    """SNLI test retrieval on ``n_queries`` seeded premises, the corpus being only their own hypotheses
+    (notebook 05)."""
     rows = D._snli_rows("test")
     premises = sorted({p for p, _, label in rows if label == "entailment"})
     if n_queries is not None and n_queries < len(premises):
@@ -45,7 +46,7 @@ def snli_test_ir(n_queries: int | None = None, seed: int = 0) -> dict:
 
 def prepare_tasks(train_size: int | None = None, eval_size: int | None = None, code_train_size: int | None = None,
                   scale: str | None = None, seed: int = 0) -> dict[str, Task]:
-    """The three tasks with small evaluation sets from the scale (prepared once, reused by every run).
+    """The three tasks with small evaluation sets from the scale (prepared once, reused by every run) (notebook 05).
 
     ``train_size``: STS-B pairs and SNLI triplets to train on (default: the
     scale's ``sweep_train_size``); ``code_train_size``: code-search pairs
@@ -66,14 +67,16 @@ def prepare_tasks(train_size: int | None = None, eval_size: int | None = None, c
 
 
 def without_negatives(task: Task) -> Task:
-    """The same task with the hard-negative column dropped: (anchor, positive) pairs, in-batch negatives only."""
+    """The same task with the hard-negative column dropped: (anchor, positive) pairs, in-batch negatives only
+    (notebook 05)."""
     if "negative" not in task.train.column_names:
         return task
     return replace(task, name=f"{task.name} (no hard negatives)", train=task.train.remove_columns("negative"))
 
 
 def scored_pairs(task: Task, seed: int = 0) -> Task:
-    """Triplets as scored pairs for CoSENT / CosineSimilarityLoss: (anchor, positive, 1.0) and (anchor, negative, 0.0).
+    """Triplets as scored pairs for CoSENT / CosineSimilarityLoss: (anchor, positive, 1.0) and (anchor, negative, 0.0)
+    (notebook 05).
 
     The same texts as the triplets, so a pair loss and MultipleNegativesRankingLoss
     can be compared on the same data. The validation pairs pair each anchor with
@@ -94,7 +97,8 @@ def scored_pairs(task: Task, seed: int = 0) -> Task:
 
 
 def evaluate_all(model, tasks: dict[str, Task], max_seq_length: int | None = None) -> dict[str, float]:
-    """The model's test score on every task (``{task: score}``), all encoded at one ``max_seq_length``."""
+    """The model's test score on every task (``{task: score}``), all encoded at one ``max_seq_length``
+    (notebook 05)."""
     old = model.max_seq_length
     if max_seq_length is not None:
         model.max_seq_length = max_seq_length
@@ -105,7 +109,7 @@ def evaluate_all(model, tasks: dict[str, Task], max_seq_length: int | None = Non
 
 
 def untuned_row(tasks: dict[str, Task], max_seq_length: int | None = None, model=None) -> dict:
-    """The untrained model's scores on every task (one row, the baseline of every comparison)."""
+    """The untrained model's scores on every task (one row, the baseline of every comparison) (notebook 05)."""
     model = model if model is not None else load_model()
     start = time.perf_counter()
     row = evaluate_all(model, tasks, max_seq_length)
@@ -136,7 +140,8 @@ def cross_grid(arms: dict, seeds, tasks: dict[str, Task], max_seq_length: int | 
 
 def matrix(rows_by_arm: dict[str, list[dict]], tasks=EVAL_TASKS, baseline: dict | None = None,
            delta: bool = False):
-    """Mean score per arm (rows) and task (columns) as numbers; ``delta=True`` subtracts the untrained model."""
+    """Mean score per arm (rows) and task (columns) as numbers; ``delta=True`` subtracts the untrained model
+    (notebook 05)."""
     import numpy as np
     import pandas as pd
 
@@ -150,7 +155,8 @@ def matrix(rows_by_arm: dict[str, list[dict]], tasks=EVAL_TASKS, baseline: dict 
 
 def matrix_table(rows_by_arm: dict[str, list[dict]], tasks=EVAL_TASKS, baseline: dict | None = None,
                  own: dict[str, str] | None = None):
-    """``mean ± sd (change from untuned)`` per arm and task; ``own`` marks each arm's training task with ``*``."""
+    """``mean ± sd (change from untuned)`` per arm and task; ``own`` marks each arm's training task with ``*``
+    (notebook 05)."""
     import pandas as pd
 
     table = {}
@@ -171,7 +177,7 @@ def matrix_table(rows_by_arm: dict[str, list[dict]], tasks=EVAL_TASKS, baseline:
 
 
 def arm_cost_table(rows_by_arm: dict[str, list[dict]]):
-    """Training steps, training and evaluation seconds per arm (mean over seeds)."""
+    """Training steps, training and evaluation seconds per arm (mean over seeds) (notebook 05)."""
     import numpy as np
     import pandas as pd
 

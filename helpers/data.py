@@ -63,7 +63,8 @@ def data_dirs(data_dir: str | os.PathLike | None = None) -> list[Path]:
 
 
 def find_local(relative: str, data_dir: str | os.PathLike | None = None) -> Path | None:
-    """Return the first existing ``<dir>/<relative>`` among :func:`data_dirs`, else ``None``."""
+    """Return the first existing ``<dir>/<relative>`` among :func:`data_dirs`, else ``None``
+    (notebook 00; used by all)."""
     for d in data_dirs(data_dir):
         p = d / relative
         if p.exists():
@@ -72,7 +73,7 @@ def find_local(relative: str, data_dir: str | os.PathLike | None = None) -> Path
 
 
 def subset(ds: Dataset, size: int | None, seed: int = 0, strict: bool = False) -> Dataset:
-    """A seeded random subset of ``size`` rows (the whole set when ``size`` is None).
+    """A seeded random subset of ``size`` rows (the whole set when ``size`` is None) (notebook 00; used by all).
 
     With ``strict=True`` asking for more rows than exist is an error; otherwise
     the whole (shuffled) set is returned.
@@ -92,7 +93,7 @@ def subset(ds: Dataset, size: int | None, seed: int = 0, strict: bool = False) -
 
 
 def parse_stsb_file(path: str | os.PathLike) -> dict[str, list]:
-    """Parse an official STS Benchmark file (tab-separated, no header, no quoting).
+    """Parse an official STS Benchmark file (tab-separated, no header, no quoting) (notebook 00; used by all).
 
     Columns: genre, file, year, id, score (0-5), sentence1, sentence2; extra
     trailing source columns are ignored. Scores are divided by 5.
@@ -174,7 +175,7 @@ _DETOK = [
 
 
 def detokenize(text: str) -> str:
-    """Undo SNLI's PTB tokenisation: ``does n't go .`` -> ``doesn't go.``.
+    """Undo SNLI's PTB tokenisation: ``does n't go .`` -> ``doesn't go.`` (notebook 00; used by all).
 
     The rules are repeated until nothing changes, so ``detokenize(detokenize(t)) == detokenize(t)``:
     the hub's plain text, detokenised once and written by ``make data``, reads back unchanged.
@@ -190,7 +191,8 @@ def detokenize(text: str) -> str:
 
 
 def snli_rows_from_files(split: str, data_dir: str | os.PathLike | None = None) -> list[tuple[str, str, str]] | None:
-    """(premise, hypothesis, label) rows from the local ``snli/{s1,s2,labels}.SPLIT`` files, or None if absent."""
+    """(premise, hypothesis, label) rows from the local ``snli/{s1,s2,labels}.SPLIT`` files, or None if absent
+    (notebook 00; used by all)."""
     paths = [find_local(f"snli/{name}.{split}", data_dir) for name in ("s1", "s2", "labels")]
     if any(p is None for p in paths):
         return None
@@ -235,7 +237,8 @@ def _snli_rows(split: str, data_dir=None) -> list[tuple[str, str, str]]:
 
 
 def snli_triplets(rows: Sequence[tuple[str, str, str]]) -> dict[str, list]:
-    """(anchor, positive, negative) columns: each premise's entailed hypotheses zipped with its contradicting ones."""
+    """(anchor, positive, negative) columns: each premise's entailed hypotheses zipped with its contradicting ones
+    (notebook 00; used by all)."""
     ent: dict[str, list[str]] = {}
     con: dict[str, list[str]] = {}
     for p, h, label in rows:
@@ -260,7 +263,8 @@ def load_snli_triplets(
 
 
 def snli_retrieval(rows: Sequence[tuple[str, str, str]], n_queries: int | None = None, seed: int = 0) -> dict:
-    """An IR task: query = premise, relevant = its entailed hypotheses, corpus = all hypotheses.
+    """An IR task: query = premise, relevant = its entailed hypotheses, corpus = all hypotheses
+    (notebook 00; used by all).
 
     Returns ``{"queries": {qid: text}, "corpus": {cid: text}, "relevant": {qid: {cid}}}``;
     the premise's neutral and contradicting hypotheses stay in the corpus as hard distractors.

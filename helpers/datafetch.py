@@ -38,25 +38,27 @@ LICENCES = {
 
 
 class FetchError(D.DataError):
-    """``make data`` could not download or write a data set (the message says why and what to do)."""
+    """``make data`` could not download or write a data set (the message says why and what to do)
+    (``make data``, before notebook 00)."""
 
     def __init__(self, problem: str):
         super().__init__(None, None, problem)
 
 
 def default_dest() -> Path:
-    """Where ``make data`` writes: ``$WORKSHOP_DATA_DIR`` when set, else the project's ``data/`` folder."""
+    """Where ``make data`` writes: ``$WORKSHOP_DATA_DIR`` when set, else the project's ``data/`` folder
+    (``make data``, before notebook 00)."""
     env = os.environ.get(D.DATA_ENV)
     return Path(env) if env else D.PROJECT_ROOT / "data"
 
 
 def stsb_paths(dest: str | os.PathLike) -> dict[str, Path]:
-    """The three STS-B files of a local copy under ``dest``."""
+    """The three STS-B files of a local copy under ``dest`` (``make data``, before notebook 00)."""
     return {split: Path(dest) / "stsbenchmark" / name for split, name in D.STSB_FILES.items()}
 
 
 def snli_paths(dest: str | os.PathLike) -> dict[str, list[Path]]:
-    """The s1/s2/labels files of each SNLI split under ``dest``."""
+    """The s1/s2/labels files of each SNLI split under ``dest`` (``make data``, before notebook 00)."""
     return {split: [Path(dest) / "snli" / f"{name}.{split}" for name in ("s1", "s2", "labels")]
             for split in SNLI_SPLITS}
 
@@ -65,7 +67,8 @@ def snli_paths(dest: str | os.PathLike) -> dict[str, list[Path]]:
 
 
 def stsb_score_text(score: float) -> str:
-    """The 0-5 score as text that :func:`helpers.data.parse_stsb_file` (which divides by 5) reads as ``score``.
+    """The 0-5 score as text that :func:`helpers.data.parse_stsb_file` (which divides by 5) reads as ``score``
+    (``make data``, before notebook 00).
 
     Scores that came from the official 3-decimal files are written that way (``3.800``), and so is
     every score the hub gives (a 0-5 decimal divided by 5). For an arbitrary double that no 0-5 number
@@ -84,7 +87,8 @@ def stsb_score_text(score: float) -> str:
 
 
 def stsb_file_text(cols: dict[str, list], split: str) -> str:
-    """One STS-B split in the official layout (tab-separated, no header, no quoting), from loader columns."""
+    """One STS-B split in the official layout (tab-separated, no header, no quoting), from loader columns
+    (``make data``, before notebook 00)."""
     hub_split = D.STSB_HUB_SPLITS[split]
     lines = []
     for i, (s1, s2, score) in enumerate(zip(cols["sentence1"], cols["sentence2"], cols["score"])):
@@ -96,7 +100,8 @@ def stsb_file_text(cols: dict[str, list], split: str) -> str:
 
 
 def snli_file_texts(rows: list[tuple[str, str, str]]) -> dict[str, str]:
-    """The s1, s2 and labels file texts for SNLI rows (premise, hypothesis, label name), one pair per line."""
+    """The s1, s2 and labels file texts for SNLI rows (premise, hypothesis, label name), one pair per line
+    (``make data``, before notebook 00)."""
     names = set(D.SNLI_LABELS.values())
     for i, (premise, hypothesis, label) in enumerate(rows, start=1):
         for text in (premise, hypothesis):
@@ -108,7 +113,8 @@ def snli_file_texts(rows: list[tuple[str, str, str]]) -> dict[str, str]:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file, so a cut download never leaves half a file."""
+    """Write ``text`` to ``path`` through a temporary file, so a cut download never leaves half a file
+    (``make data``, before notebook 00)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
     tmp.write_text(text, encoding="utf-8", newline="\n")
@@ -117,7 +123,8 @@ def write_atomic(path: Path, text: str) -> None:
 
 def write_stsb(splits: dict[str, dict[str, list]], dest: str | os.PathLike,
                log: Callable[[str], None] = print) -> dict[str, int]:
-    """Write STS-B columns per split (as :func:`helpers.data.stsb_from_hub_records` gives) and check the read-back.
+    """Write STS-B columns per split (as :func:`helpers.data.stsb_from_hub_records` gives) and check the read-back
+    (``make data``, before notebook 00).
 
     Sentences must read back identically and scores too, except a score no 0-5 text can represent
     (see :func:`stsb_score_text`), which may differ by one unit in the last place (counted in the log).
@@ -138,7 +145,8 @@ def write_stsb(splits: dict[str, dict[str, list]], dest: str | os.PathLike,
 
 
 def write_snli(splits: dict[str, list[tuple[str, str, str]]], dest: str | os.PathLike) -> dict[str, int]:
-    """Write SNLI rows per split (as :func:`helpers.data.snli_rows_from_hub_records` gives) and check the read-back."""
+    """Write SNLI rows per split (as :func:`helpers.data.snli_rows_from_hub_records` gives) and check the read-back
+    (``make data``, before notebook 00)."""
     paths = snli_paths(dest)
     texts = {split: snli_file_texts(rows) for split, rows in splits.items()}
     for split, files in texts.items():
@@ -151,7 +159,8 @@ def write_snli(splits: dict[str, list[tuple[str, str, str]]], dest: str | os.Pat
 
 
 def write_source_note(folder: Path, name: str) -> None:
-    """A SOURCE.txt beside the files: where they came from, when, and their licence."""
+    """A SOURCE.txt beside the files: where they came from, when, and their licence
+    (``make data``, before notebook 00)."""
     hub_id, title, licence = LICENCES[name]
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     write_atomic(folder / "SOURCE.txt", f"{title}\nDownloaded by `make data` from the Hugging Face hub "
@@ -162,7 +171,8 @@ def write_source_note(folder: Path, name: str) -> None:
 
 
 def hub_records(dataset_id: str, split: str):
-    """One split of a hub data set, or a :class:`FetchError` that says what to do."""
+    """One split of a hub data set, or a :class:`FetchError` that says what to do
+    (``make data``, before notebook 00)."""
     from datasets import load_dataset
 
     try:
@@ -178,7 +188,8 @@ def hub_records(dataset_id: str, split: str):
 
 def fetch(dest: str | os.PathLike | None = None, force: bool = False,
           log: Callable[[str], None] = print) -> dict[str, dict[str, int]]:
-    """Download STS-B (train, dev, test) and SNLI (dev, test) into ``dest`` in the local layout.
+    """Download STS-B (train, dev, test) and SNLI (dev, test) into ``dest`` in the local layout
+    (``make data``, before notebook 00).
 
     Returns ``{"stsbenchmark": {split: pairs}, "snli": {split: pairs}}``; a data set already
     complete on disk is skipped (its counts are ``{}``) unless ``force``.
@@ -208,7 +219,8 @@ def fetch(dest: str | os.PathLike | None = None, force: bool = False,
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m helpers.datafetch [--dest DIR] [--force]`` (what ``make data`` runs)."""
+    """``python -m helpers.datafetch [--dest DIR] [--force]`` (what ``make data`` runs)
+    (``make data``, before notebook 00)."""
     parser = argparse.ArgumentParser(
         prog="python -m helpers.datafetch",
         description="Download STS-B and SNLI once from the Hugging Face hub into the local layout, for offline use.")

@@ -45,7 +45,8 @@ def _index(device: str) -> int:
 
 
 def gpu_count() -> int:
-    """CUDA GPUs this process can see (0 without CUDA); does not start CUDA."""
+    """CUDA GPUs this process can see (0 without CUDA); does not start CUDA
+    (the GPU path of every run; notebook 00)."""
     import torch
 
     try:
@@ -66,7 +67,8 @@ def _distributed() -> bool:
 
 
 def pin_one_gpu(device: str | None) -> str | None:
-    """Make only the requested GPU visible when several are and CUDA has not started (``setup()``).
+    """Make only the requested GPU visible when several are and CUDA has not started (``setup()``)
+    (the GPU path of every run; notebook 00).
 
     ``device`` is what the learner asked for (``None``/``""`` means automatic, ``cuda:N``
     a GPU). Returns the device to use afterwards: ``"cuda"`` when a GPU was pinned (it is
@@ -108,7 +110,8 @@ def _runtime_gpu_count() -> int:
 
 
 def check_one_gpu(device: str) -> None:
-    """Raise ``ValueError`` before training when one process would train on several GPUs or a GPU it cannot use.
+    """Raise ``ValueError`` before training when one process would train on several GPUs or a GPU it cannot use
+    (the GPU path of every run; notebook 00).
 
     Outside torchrun the trainer always trains on ``cuda:0``, and with several GPUs visible it
     switches to ``nn.DataParallel`` with a batch multiplied by their number.
@@ -134,7 +137,8 @@ def check_one_gpu(device: str) -> None:
 
 
 def check_trainer_batch(args, batch_size: int) -> None:
-    """Raise ``RuntimeError`` when the trainer's batch per step differs from the configured ``batch_size``.
+    """Raise ``RuntimeError`` when the trainer's batch per step differs from the configured ``batch_size``
+    (the GPU path of every run; notebook 03's batch arithmetic).
 
     The trainer multiplies the batch by the number of GPUs under ``nn.DataParallel``; the
     helpers' steps per epoch, evaluation frequency and rate scaling assume it does not.
@@ -151,7 +155,7 @@ def check_trainer_batch(args, batch_size: int) -> None:
 
 
 def loader_settings(device: str, cpu_count: int | None = None, start_method: str | None = None) -> dict:
-    """The trainer's data-loader arguments for ``device``.
+    """The trainer's data-loader arguments for ``device`` (the GPU path of every run; notebook 00).
 
     CPU and MPS: no worker processes (the collator's tokenisation is cheap next to a CPU
     step, and workers would take cores from the matrix products). CUDA: up to 4 persistent
@@ -172,7 +176,8 @@ def loader_settings(device: str, cpu_count: int | None = None, start_method: str
 
 
 def logging_steps(device: str, total_steps: int) -> int:
-    """Optimizer steps between logged training losses: 1 on a CPU, a few on CUDA (each log waits for the GPU).
+    """Optimizer steps between logged training losses: 1 on a CPU, a few on CUDA (each log waits for the GPU)
+    (the GPU path of every run; notebook 00).
 
     Short CUDA runs still log about 20 times, so their loss curves keep some points.
     """
@@ -182,12 +187,14 @@ def logging_steps(device: str, total_steps: int) -> int:
 
 
 def sync_free_guard(device: str) -> bool:
-    """True where the non-finite-loss guard must not wait for the device (CUDA); False on a CPU."""
+    """True where the non-finite-loss guard must not wait for the device (CUDA); False on a CPU
+    (the GPU path of every run; notebook 00)."""
     return _kind(device) == "cuda"
 
 
 def drop_nonfinite_grads(model, optimizer, loss, wait: bool = True) -> None:
-    """Keep a NaN/infinite loss's gradients away from the weights (the runner's training step).
+    """Keep a NaN/infinite loss's gradients away from the weights (the runner's training step)
+    (the GPU path of every run; notebook 00).
 
     ``wait=True`` (CPU): reads the loss and, when it is not finite, drops the gradients
     (set to ``None``, which AdamW skips). ``wait=False`` (CUDA): zeroes the gradients on the
@@ -215,7 +222,8 @@ def drop_nonfinite_grads(model, optimizer, loss, wait: bool = True) -> None:
 
 def best_weights_place(device: str, weight_bytes: int, free_device_bytes: int | None = None,
                        free_host_bytes: int | None = None, world: int = 1) -> str:
-    """Where early stopping keeps the best evaluation's weights: ``"device"``, ``"host"`` or ``"disk"``.
+    """Where early stopping keeps the best evaluation's weights: ``"device"``, ``"host"`` or ``"disk"``
+    (early stopping on the GPU; notebook 04).
 
     CPU, MPS and several processes: ``"disk"`` (a checkpoint in the run's temporary folder,
     what the trainer does; every rank restores the same file). CUDA: a copy in GPU memory when
@@ -248,7 +256,8 @@ def _trainer_callback():
 
 
 class BestWeights(_trainer_callback()):
-    """A trainer callback keeping a copy of the weights of the best evaluation so far, in memory.
+    """A trainer callback keeping a copy of the weights of the best evaluation so far, in memory
+    (early stopping on the GPU; notebook 04).
 
     Used instead of the trainer's checkpoints when :func:`best_weights_place` says
     ``"device"`` or ``"host"``. It compares ``metric_key`` (e.g. ``eval_loss`` or

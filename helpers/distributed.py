@@ -46,7 +46,8 @@ def _env_int(name: str, default: int) -> int:
 
 
 def world_size() -> int:
-    """Processes training together: the process group's size, else ``$WORLD_SIZE`` (set by torchrun), else 1."""
+    """Processes training together: the process group's size, else ``$WORLD_SIZE`` (set by torchrun), else 1
+    (torchrun runs of ``python -m helpers``; notebook 07)."""
     dist = _dist()
     if dist is not None:
         return dist.get_world_size()
@@ -54,7 +55,8 @@ def world_size() -> int:
 
 
 def rank() -> int:
-    """This process's number among all processes (0 is the main one)."""
+    """This process's number among all processes (0 is the main one)
+    (torchrun runs of ``python -m helpers``; notebook 07)."""
     dist = _dist()
     if dist is not None:
         return dist.get_rank()
@@ -62,17 +64,20 @@ def rank() -> int:
 
 
 def local_rank() -> int:
-    """This process's number on its machine (which GPU it uses)."""
+    """This process's number on its machine (which GPU it uses)
+    (torchrun runs of ``python -m helpers``; notebook 07)."""
     return _env_int("LOCAL_RANK", 0) if world_size() > 1 else 0
 
 
 def is_distributed() -> bool:
-    """True when launched by torchrun / accelerate launch with more than one process."""
+    """True when launched by torchrun / accelerate launch with more than one process
+    (torchrun runs of ``python -m helpers``; notebook 07)."""
     return world_size() > 1
 
 
 def is_main_process() -> bool:
-    """True on rank 0 (and in an ordinary single process): the one that saves, writes and prints."""
+    """True on rank 0 (and in an ordinary single process): the one that saves, writes and prints
+    (torchrun runs of ``python -m helpers``; notebook 07)."""
     return rank() == 0
 
 
@@ -84,14 +89,16 @@ def _dist():
 
 
 def local_device(device: str) -> str:
-    """The device of this process: ``cuda`` becomes ``cuda:LOCAL_RANK`` under torchrun; anything else unchanged."""
+    """The device of this process: ``cuda`` becomes ``cuda:LOCAL_RANK`` under torchrun; anything else unchanged
+    (torchrun runs of ``python -m helpers``; notebook 07)."""
     if is_distributed() and device == "cuda":
         return f"cuda:{local_rank()}"
     return device
 
 
 def check_launch(device: str) -> None:
-    """Raise ``ValueError`` when this launch cannot train data-parallel on ``device`` (before any training)."""
+    """Raise ``ValueError`` when this launch cannot train data-parallel on ``device`` (before any training)
+    (``python -m helpers recipe`` under torchrun; notebook 07)."""
     if not is_distributed():
         return
     if device == "mps":
@@ -106,7 +113,8 @@ def check_launch(device: str) -> None:
 
 
 def init_process_group(device: str) -> bool:
-    """Join the launcher's process group once (gloo on CPU, NCCL on CUDA); True when distributed.
+    """Join the launcher's process group once (gloo on CPU, NCCL on CUDA); True when distributed
+    (torchrun runs of ``python -m helpers``; notebook 07).
 
     :func:`helpers.train` calls it before it builds the trainer's arguments, which
     then reuse the group (the trainer gets ``ddp_backend`` to match).
@@ -126,19 +134,22 @@ def init_process_group(device: str) -> bool:
 
 
 def backend(device: str) -> str:
-    """The collective backend for ``device``: NCCL for CUDA, gloo otherwise."""
+    """The collective backend for ``device``: NCCL for CUDA, gloo otherwise
+    (torchrun runs of ``python -m helpers``; notebook 07)."""
     return "nccl" if device.startswith("cuda") else "gloo"
 
 
 def barrier() -> None:
-    """Wait until every process got here (nothing to wait for in a single process)."""
+    """Wait until every process got here (nothing to wait for in a single process)
+    (torchrun runs of ``python -m helpers``; notebook 07)."""
     dist = _dist()
     if dist is not None and dist.get_world_size() > 1:
         dist.barrier()
 
 
 def broadcast(obj=None):
-    """Rank 0's ``obj`` on every process (any picklable value); ``obj`` itself in a single process."""
+    """Rank 0's ``obj`` on every process (any picklable value); ``obj`` itself in a single process
+    (torchrun runs of ``python -m helpers``; notebook 07)."""
     dist = _dist()
     if dist is None or dist.get_world_size() == 1:
         return obj
@@ -148,7 +159,8 @@ def broadcast(obj=None):
 
 
 def shared_tempdir(prefix: str = "workshop-run-") -> str:
-    """A new temporary folder, the same path on every process (rank 0 names it, every process creates it).
+    """A new temporary folder, the same path on every process (rank 0 names it, every process creates it)
+    (torchrun runs of ``python -m helpers``; notebook 07).
 
     The trainer's checkpoints go there: rank 0 (on each machine) writes them and
     every rank restores the best one from the same path. The caller removes it.
@@ -161,7 +173,8 @@ def shared_tempdir(prefix: str = "workshop-run-") -> str:
 
 
 def data_parallel_steps(n_examples: int, batch_size: int, grad_accum: int, processes: int) -> int:
-    """Optimizer steps per epoch when ``processes`` train together; raises if a process would get no batch.
+    """Optimizer steps per epoch when ``processes`` train together; raises if a process would get no batch
+    (the batch arithmetic of notebook 03).
 
     The trainer drops the last incomplete batch under DDP (sentence-transformers sets
     ``dataloader_drop_last``) and deals whole rounds of one batch per process, so each
@@ -177,7 +190,8 @@ def data_parallel_steps(n_examples: int, batch_size: int, grad_accum: int, proce
 
 
 def check_rows(rows: dict, batch_size: int) -> None:
-    """Raise ``ValueError`` when a split in ``rows`` (name -> count) cannot give every process a full batch.
+    """Raise ``ValueError`` when a split in ``rows`` (name -> count) cannot give every process a full batch
+    (``python -m helpers recipe`` under torchrun; notebook 07).
 
     The recipe under torchrun checks its search subset and its training data
     against the largest batch of the search space before anything trains.
@@ -191,7 +205,8 @@ def check_rows(rows: dict, batch_size: int) -> None:
 
 
 def score_once(model, evaluator) -> float:
-    """The evaluator's main metric, computed once for all processes and the same on every one.
+    """The evaluator's main metric, computed once for all processes and the same on every one
+    (torchrun runs of ``python -m helpers``; notebook 07).
 
     Under torchrun rank 0 runs the evaluator while every rank encodes its share of
     the texts (sentence-transformers' ``distributed_evaluation``, what the trainer

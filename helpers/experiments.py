@@ -103,7 +103,7 @@ def _add_measurements(result, timer, act) -> None:
 
 
 def start_key(cfg: TrainConfig, data) -> tuple:
-    """What the untuned model's step-0 evaluation depends on: model, sequence length, loss, data.
+    """What the untuned model's step-0 evaluation depends on: model, sequence length, loss, data (notebooks 01-05).
 
     Freezing, rates, schedules, batch size and seed do not change it, so a grid
     shares one evaluation across them (``None`` loss means the data's default).

@@ -22,13 +22,14 @@ from .results import fmt_mean_sd, mean_sd
 
 
 def set_trainable(module, trainable: bool) -> None:
-    """Switch ``requires_grad`` for every weight of ``module``."""
+    """Switch ``requires_grad`` for every weight of ``module`` (notebook 02)."""
     for p in module.parameters():
         p.requires_grad_(trainable)
 
 
 def freeze_bottom(model, k: int, freeze_embeddings: bool = True) -> list[str]:
-    """Freeze the bottom ``k`` transformer layers (and the embeddings); returns the frozen parts' names."""
+    """Freeze the bottom ``k`` transformer layers (and the embeddings); returns the frozen parts' names
+    (notebook 02)."""
     layers = encoder_layers(model)
     if not 0 <= k <= len(layers):
         raise ValueError(f"Cannot freeze {k} layers: the model has {len(layers)} (use 0..{len(layers)}).")
@@ -43,12 +44,12 @@ def freeze_bottom(model, k: int, freeze_embeddings: bool = True) -> list[str]:
 
 
 def unfreeze_all(model) -> None:
-    """Make every weight trainable again."""
+    """Make every weight trainable again (notebook 02)."""
     set_trainable(model, True)
 
 
 def trainable_layers(model) -> list[int]:
-    """Indices of transformer layers with any trainable weight."""
+    """Indices of transformer layers with any trainable weight (notebook 02)."""
     return [i for i, layer in enumerate(encoder_layers(model)) if any(p.requires_grad for p in layer.parameters())]
 
 
@@ -91,7 +92,8 @@ def _module_prefix(model, target) -> str:
 
 
 def layerwise_rates(model, peak: float, decay: float) -> dict[str, float]:
-    """Rate per part for layer-wise decay: top layer ``peak``, each layer below x ``decay``, embeddings lowest."""
+    """Rate per part for layer-wise decay: top layer ``peak``, each layer below x ``decay``, embeddings lowest
+    (notebook 02)."""
     n = n_layers(model)
     rates = {f"layer {i}": peak * decay ** (n - 1 - i) for i in range(n)}
     rates["embeddings"] = peak * decay**n
@@ -99,7 +101,7 @@ def layerwise_rates(model, peak: float, decay: float) -> dict[str, float]:
 
 
 def layerwise_lr_mapping(model, peak: float, decay: float) -> dict[str, float]:
-    """``learning_rate_mapping`` for the trainer: regex of each layer's parameter names -> its rate.
+    """``learning_rate_mapping`` for the trainer: regex of each layer's parameter names -> its rate (notebook 02).
 
     Patterns are built from the model's own module paths (``0.model.encoder.layer.3.``),
     so they work for any backbone layout and never match a neighbouring index.
@@ -118,12 +120,13 @@ def layerwise_lr_mapping(model, peak: float, decay: float) -> dict[str, float]:
 
 
 def part_names(model) -> list[str]:
-    """The freezable parts, bottom first: ``embeddings``, ``layer 0`` ... ``layer N-1`` (read from the model)."""
+    """The freezable parts, bottom first: ``embeddings``, ``layer 0`` ... ``layer N-1`` (read from the model)
+    (notebook 02)."""
     return ["embeddings"] + [f"layer {i}" for i in range(n_layers(model))]
 
 
 def part_modules(model) -> dict[str, object]:
-    """``{part name: module}`` for :func:`part_names`."""
+    """``{part name: module}`` for :func:`part_names` (notebook 02)."""
     parts = {"embeddings": embeddings(model)}
     for i, layer in enumerate(encoder_layers(model)):
         parts[f"layer {i}"] = layer
@@ -131,7 +134,8 @@ def part_modules(model) -> dict[str, object]:
 
 
 def check_part_names(names, n: int | None = None) -> list[str]:
-    """Problems with part names (``"embeddings"``, ``"layer 3"``); ``n`` is the model's layer count if known."""
+    """Problems with part names (``"embeddings"``, ``"layer 3"``); ``n`` is the model's layer count if known
+    (notebook 02)."""
     problems = []
     for name in names:
         m = re.fullmatch(r"layer (\d+)", str(name))
@@ -145,7 +149,8 @@ def check_part_names(names, n: int | None = None) -> list[str]:
 
 
 def freeze_parts(model, parts) -> list[str]:
-    """Freeze exactly the named parts (any set, not only the bottom ones); returns their names, bottom first."""
+    """Freeze exactly the named parts (any set, not only the bottom ones); returns their names, bottom first
+    (notebook 02)."""
     modules = part_modules(model)
     problems = check_part_names(parts, n_layers(model))
     if problems:
@@ -156,7 +161,8 @@ def freeze_parts(model, parts) -> list[str]:
 
 
 def shaping_trainable(model) -> int:
-    """Trainable parameters that shape the embeddings: embeddings, layers and later modules (not the unused pooler)."""
+    """Trainable parameters that shape the embeddings: embeddings, layers and later modules (not the unused pooler)
+    (notebook 02)."""
     total = sum(p.numel() for m in part_modules(model).values() for p in m.parameters() if p.requires_grad)
     for idx, module in enumerate(model):
         if idx > 0:
@@ -168,7 +174,8 @@ def shaping_trainable(model) -> int:
 
 
 def lower_layers_rates(model, peak: float, low: float, lower_layers: int | None = None) -> dict[str, float]:
-    """Rate per part when the bottom ``lower_layers`` layers (default: the bottom half) and the embeddings get ``low``.
+    """Rate per part when the bottom ``lower_layers`` layers (default: the bottom half) and the embeddings get ``low``
+    (notebook 02).
 
     The syllabus's "1e-5 for earlier layers": the upper layers keep ``peak``.
     """
@@ -180,7 +187,8 @@ def lower_layers_rates(model, peak: float, low: float, lower_layers: int | None 
 
 
 def rates_lr_mapping(model, rates: dict[str, float], peak: float) -> dict[str, float]:
-    """``learning_rate_mapping`` from ``{part: rate}``; parts at ``peak`` need no entry (they keep the base rate)."""
+    """``learning_rate_mapping`` from ``{part: rate}``; parts at ``peak`` need no entry (they keep the base rate)
+    (notebook 02)."""
     modules = part_modules(model)
     return {re.escape(_module_prefix(model, modules[part])) + r"\.": rate
             for part, rate in rates.items() if rate != peak}
@@ -188,7 +196,8 @@ def rates_lr_mapping(model, rates: dict[str, float], peak: float) -> dict[str, f
 
 def part_rates(model, peak: float, decay: float = 1.0, low: float | None = None,
                lower_layers: int | None = None) -> dict[str, float]:
-    """The peak rate of every part for a configuration: flat, layer-wise decay, or lower layers at ``low``."""
+    """The peak rate of every part for a configuration: flat, layer-wise decay, or lower layers at ``low``
+    (notebook 02)."""
     if low is not None:
         return lower_layers_rates(model, peak, low, lower_layers)
     return layerwise_rates(model, peak, decay)
@@ -198,7 +207,7 @@ def part_rates(model, peak: float, decay: float = 1.0, low: float | None = None,
 
 
 class WeightMovement(TrainerCallback):
-    """How far each part's weights moved in each epoch (L2 norm of the change), to prove what trained.
+    """How far each part's weights moved in each epoch (L2 norm of the change), to prove what trained (notebook 02).
 
     Snapshots the weights at the start of training and at every epoch's end;
     ``epochs`` holds one ``{part: distance}`` per epoch. A frozen part moves by
@@ -246,7 +255,8 @@ class WeightMovement(TrainerCallback):
 
 
 def step_cost(n: int, frozen) -> float:
-    """Compute per optimizer step relative to full training, for ``n`` layers and the set of frozen part names.
+    """Compute per optimizer step relative to full training, for ``n`` layers and the set of frozen part names
+    (notebook 02).
 
     Cost model (docs/references.md, "Layer freezing and layer-wise rates"; Kaplan et al. 2020): forward = 1 unit per
     layer, always all layers; backward = 1 unit per layer for the activation
@@ -267,7 +277,7 @@ def step_cost(n: int, frozen) -> float:
 
 
 def adamw_state_bytes(trainable_params: int) -> int:
-    """AdamW keeps two fp32 states (first and second moment) per trainable parameter: 8 bytes each."""
+    """AdamW keeps two fp32 states (first and second moment) per trainable parameter: 8 bytes each (notebook 02)."""
     return 8 * trainable_params
 
 
@@ -275,7 +285,8 @@ def adamw_state_bytes(trainable_params: int) -> int:
 
 
 def freezing_cost_table(model, ks=None, freeze_embeddings: bool | None = None):
-    """Predicted cost of freezing the bottom k layers: trainable parameters, compute per step, AdamW state.
+    """Predicted cost of freezing the bottom k layers: trainable parameters, compute per step, AdamW state
+    (notebook 02).
 
     ``freeze_embeddings=None`` follows the runner: the embeddings are frozen exactly when k > 0.
     """
@@ -297,7 +308,8 @@ def freezing_cost_table(model, ks=None, freeze_embeddings: bool | None = None):
 
 
 def rates_table(model, peak: float, arms: dict[str, dict]):
-    """Rate per part (rows, top layer first) for each arm's settings (``decay=`` or ``low=``/``lower_layers=``)."""
+    """Rate per part (rows, top layer first) for each arm's settings (``decay=`` or ``low=``/``lower_layers=``)
+    (notebook 02)."""
     import pandas as pd
 
     cols = {arm: part_rates(model, peak, **kw) for arm, kw in arms.items()}
@@ -306,7 +318,8 @@ def rates_table(model, peak: float, arms: dict[str, dict]):
 
 
 def summary_table(results_by_arm: dict[str, list], baseline: str | None = None):
-    """One row per arm: dev and test (mean ± sd over seeds), trainable parameters, steps/s, speed-up, peak memory."""
+    """One row per arm: dev and test (mean ± sd over seeds), trainable parameters, steps/s, speed-up, peak memory
+    (notebook 02)."""
     import pandas as pd
 
     baseline = baseline or next(iter(results_by_arm))
@@ -323,5 +336,6 @@ def summary_table(results_by_arm: dict[str, list], baseline: str | None = None):
 
 
 def train_speed(result) -> float:
-    """Optimizer steps per second of training alone (``run_grid(..., speed=True)``), else the runner's overall rate."""
+    """Optimizer steps per second of training alone (``run_grid(..., speed=True)``), else the runner's overall rate
+    (notebook 02)."""
     return getattr(result, "train_steps_per_sec", None) or result.steps_per_sec

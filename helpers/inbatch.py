@@ -19,7 +19,8 @@ SCALES = (1.0, 5.0, 20.0, 50.0)
 
 
 def first_batch(dataset, batch_size: int = 8, seed: int = 0):
-    """A seeded batch of ``batch_size`` rows with no repeated text (what the no-duplicates sampler gives)."""
+    """A seeded batch of ``batch_size`` rows with no repeated text (what the no-duplicates sampler gives)
+    (notebook 05)."""
     order = np.random.default_rng(seed).permutation(len(dataset))
     rows, seen = [], set()
     for i in order:
@@ -35,7 +36,7 @@ def first_batch(dataset, batch_size: int = 8, seed: int = 0):
 
 
 def inbatch_view(model, batch: dict, scales=SCALES) -> dict:
-    """Similarities, softmax and loss of one batch at several scales, by hand and from the library.
+    """Similarities, softmax and loss of one batch at several scales, by hand and from the library (notebook 05).
 
     ``batch``: ``{"anchor": [...], "positive": [...], ["negative": [...]]}``.
     Returns ``sims`` (anchors x candidates: the positives, then the hard
@@ -65,7 +66,8 @@ def inbatch_view(model, batch: dict, scales=SCALES) -> dict:
 
 def scale_table(view: dict):
     """Per scale: temperature, loss (by hand and the library's), the chance loss ln(candidates),
-    the mean probability of the right positive, and the share of the negatives' gradient on the hardest one.
+    the mean probability of the right positive, and the share of the negatives' gradient on the hardest one
+    (notebook 05).
 
     The gradient of the loss with respect to a negative's logit is its softmax
     probability, so that share says how much the hardest negative drives learning.
@@ -102,7 +104,7 @@ def _batches(dataset, batch_size: int, sampler: str, seed: int):
 
 
 def false_negatives(dataset, batch: list[int]) -> int:
-    """In one batch, the in-batch "negatives" that are not negative for MultipleNegativesRankingLoss.
+    """In one batch, the in-batch "negatives" that are not negative for MultipleNegativesRankingLoss (notebook 05).
 
     For each anchor: another row's positive or hard negative with the same text as
     its own positive, or another row with the same anchor (whose positive is then
@@ -124,7 +126,8 @@ def _overlaps(dataset, batch: list[int]) -> bool:
 
 
 def duplicate_stats(dataset, batch_size: int = 32, seed: int = 0, samplers=("default", "no duplicates")):
-    """One epoch of batches under each sampler: batches, batches with a repeated text, false in-batch negatives."""
+    """One epoch of batches under each sampler: batches, batches with a repeated text, false in-batch negatives
+    (notebooks 03 and 05)."""
     import pandas as pd
 
     records = dataset.to_list()  # plain dicts: fast to index
@@ -138,7 +141,8 @@ def duplicate_stats(dataset, batch_size: int = 32, seed: int = 0, samplers=("def
 
 
 def repeated_texts(dataset, column: str = "anchor") -> dict:
-    """How often texts repeat in a column (a generic SNLI hypothesis such as "A man is outside." recurs)."""
+    """How often texts repeat in a column (a generic SNLI hypothesis such as "A man is outside." recurs)
+    (notebook 05)."""
     from collections import Counter
 
     counts = Counter(dataset[column])

@@ -15,12 +15,12 @@ LOSSES = {**PAIR_LOSSES, **INBATCH_LOSSES}
 
 
 def default_loss(columns) -> str:
-    """CoSENT for scored pairs, MultipleNegativesRankingLoss for (anchor, positive[, negative])."""
+    """CoSENT for scored pairs, MultipleNegativesRankingLoss for (anchor, positive[, negative]) (notebook 05)."""
     return "cosent" if "score" in columns else "mnrl"
 
 
 def check_loss_fits(name: str, columns) -> None:
-    """Raise ``ValueError`` when loss ``name`` cannot train on data with these ``columns``."""
+    """Raise ``ValueError`` when loss ``name`` cannot train on data with these ``columns`` (notebook 05)."""
     cols = set(columns)
     if name not in LOSSES:
         raise ValueError(f"Unknown loss {name!r}; use one of {', '.join(LOSSES)}.")
@@ -37,12 +37,12 @@ def check_loss_fits(name: str, columns) -> None:
 
 
 def is_inbatch(name: str) -> bool:
-    """True for losses whose negatives are the other examples of the batch."""
+    """True for losses whose negatives are the other examples of the batch (notebook 05)."""
     return name in INBATCH_LOSSES
 
 
 def make_loss(name: str, model, scale: float | None = None, mini_batch_size: int = 32):
-    """Build loss ``name`` for ``model`` (``scale`` is the in-batch/CoSENT temperature inverse)."""
+    """Build loss ``name`` for ``model`` (``scale`` is the in-batch/CoSENT temperature inverse) (notebook 05)."""
     if name not in LOSSES:
         raise ValueError(f"Unknown loss {name!r}; use one of {', '.join(LOSSES)}.")
     cls = getattr(st_losses, LOSSES[name])

@@ -19,7 +19,8 @@ PROCESS_RSS = "process RSS"
 
 
 def memory_source(device: str) -> str:
-    """What :class:`PeakMemory` measures on ``device``: the CUDA allocator, the MPS driver, or the process's RSS.
+    """What :class:`PeakMemory` measures on ``device``: the CUDA allocator, the MPS driver, or the process's RSS
+    (notebook 03).
 
     On Apple MPS the driver's figure is used where torch has ``torch.mps.driver_allocated_memory``;
     otherwise the figure is the process's resident memory, which does not track Metal allocations
@@ -37,7 +38,7 @@ def memory_source(device: str) -> str:
 
 
 class PeakMemory:
-    """Context manager measuring peak memory in MiB while the block runs.
+    """Context manager measuring peak memory in MiB while the block runs (notebook 03).
 
     ``peak_mb``: on CUDA the allocator's peak; on Apple MPS the highest memory
     the Metal driver had allocated for this process (``torch.mps.driver_allocated_memory``,

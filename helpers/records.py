@@ -12,7 +12,7 @@ from pathlib import Path
 
 
 class DataError(ValueError):
-    """A data file or record that cannot be used, with where and why.
+    """A data file or record that cannot be used, with where and why (notebook 07; every loader of notebook 00).
 
     Attributes ``path`` and ``line`` (1-based, ``None`` when the problem is the
     whole file) say where the problem is.
@@ -29,7 +29,8 @@ class DataError(ValueError):
 
 
 class SubsetTooLarge(ValueError):
-    """A strict subset asked for more rows than the data has (``size`` and ``available`` say how many)."""
+    """A strict subset asked for more rows than the data has (``size`` and ``available`` say how many)
+    (notebook 00; used by all)."""
 
     def __init__(self, size: int, available: int):
         self.size, self.available = size, available

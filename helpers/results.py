@@ -117,7 +117,8 @@ class TrainResult:
 
 
 def json_default(obj):
-    """JSON for the odd values a result or summary can hold: numpy/torch scalars, paths, sets; else a TypeError."""
+    """JSON for the odd values a result or summary can hold: numpy/torch scalars, paths, sets; else a TypeError
+    (notebook 00; used by all)."""
     if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalars
         return obj.item()
     if isinstance(obj, os.PathLike):
@@ -128,7 +129,8 @@ def json_default(obj):
 
 
 def strict_json(value):
-    """``value`` with NaN and infinities as ``None`` and tuples as lists, so it is strict JSON (the recipe's summary)."""
+    """``value`` with NaN and infinities as ``None`` and tuples as lists, so it is strict JSON (the recipe's summary)
+    (notebook 07)."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
@@ -206,7 +208,7 @@ def mean_sd(values) -> tuple[float, float]:
 
 
 def fmt_mean_sd(values, digits: int = 4) -> str:
-    """``0.8412 ± 0.0031`` for numbers, one per seed (see :func:`mean_sd`)."""
+    """``0.8412 ± 0.0031`` for numbers, one per seed (see :func:`mean_sd`) (notebooks 02 and 04)."""
     m, s = mean_sd(values)
     return f"{m:.{digits}f} ± {s:.{digits}f}"
 

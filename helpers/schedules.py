@@ -24,7 +24,7 @@ SCHEDULE_LABELS = {
 
 
 def warmup_steps(total_steps: int, warmup_fraction: float) -> int:
-    """Warm-up length in optimizer steps: ``ceil(total * fraction)`` as an int.
+    """Warm-up length in optimizer steps: ``ceil(total * fraction)`` as an int (notebook 01).
 
     Always an int: in transformers 5 a float ``warmup_steps`` below 1 means a
     ratio and ``1.0`` means one step (docs/references.md, "Warm-up: steps or a fraction").
@@ -40,7 +40,7 @@ def build_scheduler(
     floor: float | None = None,
     decay_fraction: float = 0.2,
 ):
-    """A scheduler for ``optimizer`` over ``total_steps`` optimizer steps.
+    """A scheduler for ``optimizer`` over ``total_steps`` optimizer steps (notebook 01).
 
     ``schedule`` is one of :data:`SCHEDULES`:
 
@@ -115,7 +115,7 @@ def lr_curve(
     floor: float | None = None,
     decay_fraction: float = 0.2,
 ) -> list[float]:
-    """The rate at every optimizer step (read before each step, as the trainer's recorder does)."""
+    """The rate at every optimizer step (read before each step, as the trainer's recorder does) (notebook 01)."""
     param = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.AdamW([param], lr=peak)
     sched = build_scheduler(opt, schedule, total_steps, warmup_fraction, floor, decay_fraction)
@@ -142,7 +142,7 @@ def named_curves(peak: float = 2e-5, total_steps: int = 200, warmup_fraction: fl
 
 
 def curve_table(curves: dict[str, list[float]], steps=(1, 11, 21, 50, 100, 150, 200)):
-    """The rate of each curve at a few steps (1-based), as a table of ``2.00e-05`` strings."""
+    """The rate of each curve at a few steps (1-based), as a table of ``2.00e-05`` strings (notebook 01)."""
     import pandas as pd
 
     return pd.DataFrame({name: [f"{rates[s - 1]:.2e}" for s in steps if s <= len(rates)] for name, rates in curves.items()},

@@ -21,7 +21,8 @@ ALL = "all"
 
 
 class ConfigError(ValueError):
-    """A setting that cannot work, raised before any training starts."""
+    """A setting that cannot work, raised before any training starts
+    (notebook 00; used by all; caught in notebook 02)."""
 
     def __init__(self, setting: str, value, allowed: str, suggestion: str = ""):
         self.setting, self.value, self.allowed, self.suggestion = setting, value, allowed, suggestion
@@ -32,7 +33,8 @@ class ConfigError(ValueError):
 
 @dataclass
 class TrainConfig:
-    """Every knob the workshop teaches. ``None`` sizes, epochs and batch come from the workshop scale.
+    """Every knob the workshop teaches. ``None`` sizes, epochs and batch come from the workshop scale
+    (notebook 00; used by all).
 
     Sizes accept an int, ``None`` (the scale's size) or ``"all"``.
     """
@@ -124,7 +126,7 @@ def _whole(v) -> bool:
 
 
 def validate(cfg: TrainConfig, layers: int | None = None, columns=None, n_train: int | None = None) -> list[str]:
-    """Check a resolved config before training; raise :class:`ConfigError`, return warnings.
+    """Check a resolved config before training; raise :class:`ConfigError`, return warnings (notebook 00; used by all).
 
     ``layers``, ``columns`` and ``n_train`` enable the checks that need the
     model and data. Every message names the setting, the value, the allowed

@@ -39,7 +39,8 @@ SIGNALS = ("metric", "loss")
 
 @dataclass(frozen=True)
 class Rule:
-    """A stopping rule: ``kind`` patience | gl | up with its parameter (see :func:`patience`, :func:`gl`, :func:`up`)."""
+    """A stopping rule: ``kind`` patience | gl | up with its parameter (see :func:`patience`, :func:`gl`, :func:`up`)
+    (notebook 04)."""
 
     kind: str
     param: float
@@ -56,14 +57,16 @@ class Rule:
 
 
 def patience(n: int, threshold: float = 0.0) -> Rule:
-    """Stop after ``n`` evaluations in a row without improvement (transformers' ``EarlyStoppingCallback``)."""
+    """Stop after ``n`` evaluations in a row without improvement (transformers' ``EarlyStoppingCallback``)
+    (notebook 04)."""
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"patience must be a whole number of at least 1, got {n!r}")
     return Rule("patience", n, threshold)
 
 
 def gl(alpha: float) -> Rule:
-    """Prechelt's GL_alpha: stop once the validation error is more than ``alpha`` % above its minimum so far.
+    """Prechelt's GL_alpha: stop once the validation error is more than ``alpha`` % above its minimum so far
+    (notebook 04).
 
     The error is the validation loss, or ``1 - metric`` for Spearman / nDCG@10.
     """
@@ -73,14 +76,14 @@ def gl(alpha: float) -> Rule:
 
 
 def up(s: int) -> Rule:
-    """Prechelt's UP_s: stop after ``s`` evaluations in a row at which the validation error rose."""
+    """Prechelt's UP_s: stop after ``s`` evaluations in a row at which the validation error rose (notebook 04)."""
     if not isinstance(s, int) or s < 1:
         raise ValueError(f"s must be a whole number of at least 1, got {s!r}")
     return Rule("up", s)
 
 
 def parse_rule(rule: Rule | str) -> Rule:
-    """A :class:`Rule`, or its name: ``"patience 3"``, ``"GL5"``, ``"UP2"``."""
+    """A :class:`Rule`, or its name: ``"patience 3"``, ``"GL5"``, ``"UP2"`` (notebook 04)."""
     if isinstance(rule, Rule):
         return rule
     text = str(rule).strip().lower().replace("_", "").replace(" ", "")
@@ -100,19 +103,19 @@ def parse_rule(rule: Rule | str) -> Rule:
 
 
 def curve(evals, signal: str = "metric") -> list[tuple[int, float]]:
-    """``(step, value)`` of every logged evaluation that has ``signal`` (``metric`` or ``loss``)."""
+    """``(step, value)`` of every logged evaluation that has ``signal`` (``metric`` or ``loss``) (notebook 04)."""
     if signal not in SIGNALS:
         raise ValueError(f"signal must be one of {SIGNALS}, got {signal!r}")
     return [(int(e["step"]), float(e[signal])) for e in evals if e.get(signal) is not None]
 
 
 def error(value: float, signal: str) -> float:
-    """Lower-is-better error of one evaluation: the loss itself, or ``1 - metric``."""
+    """Lower-is-better error of one evaluation: the loss itself, or ``1 - metric`` (notebook 04)."""
     return value if signal == "loss" else 1.0 - value
 
 
 def thin(evals, every: int) -> list[dict]:
-    """The evaluations a run evaluating ``every`` times less often would have logged (step 0 kept).
+    """The evaluations a run evaluating ``every`` times less often would have logged (step 0 kept) (notebook 04).
 
     With 4 evaluations per epoch, ``thin(evals, 4)`` is once per epoch.
     """
@@ -127,7 +130,7 @@ def thin(evals, every: int) -> list[dict]:
 
 @dataclass
 class Replay:
-    """Where one rule stops on one logged run, and what it keeps."""
+    """Where one rule stops on one logged run, and what it keeps (notebook 04)."""
 
     rule: str
     signal: str
@@ -151,7 +154,7 @@ class Replay:
 
 
 def stop_index(values: list[float], rule: Rule, signal: str = "metric") -> int | None:
-    """Index (0-based) of the evaluation at which ``rule`` stops a run, or ``None`` if it never fires.
+    """Index (0-based) of the evaluation at which ``rule`` stops a run, or ``None`` if it never fires (notebook 04).
 
     ``values`` are the evaluations *during* training (no step 0), in order.
     """
@@ -187,7 +190,7 @@ def stop_index(values: list[float], rule: Rule, signal: str = "metric") -> int |
 
 
 def replay(evals, rule: Rule | str, signal: str = "metric", test=None, total_steps: int | None = None) -> Replay:
-    """Replay ``rule`` on a run's logged ``evals`` (``TrainResult.evals``).
+    """Replay ``rule`` on a run's logged ``evals`` (``TrainResult.evals``) (notebook 04).
 
     ``test``: the test score at the evaluation steps (a :class:`TestCurve`, a
     ``{step: score}`` dict, or a result with ``test_curve``), to say what the
@@ -214,12 +217,13 @@ def replay(evals, rule: Rule | str, signal: str = "metric", test=None, total_ste
 
 
 def replay_all(evals, rules, signals=("metric",), test=None, total_steps: int | None = None) -> list[Replay]:
-    """:func:`replay` for every rule on every signal."""
+    """:func:`replay` for every rule on every signal (notebook 04)."""
     return [replay(evals, r, s, test, total_steps) for s in signals for r in rules]
 
 
 def reference_rows(evals, test=None, total_steps: int | None = None) -> list[dict]:
-    """The two baselines for a replay table: train to the end and keep the last / the best validation checkpoint."""
+    """The two baselines for a replay table: train to the end and keep the last / the best validation checkpoint
+    (notebook 04)."""
     scores = test_scores(test)
     points = curve(evals, "metric")
     last_step = points[-1][0]
@@ -235,7 +239,8 @@ def reference_rows(evals, test=None, total_steps: int | None = None) -> list[dic
 
 
 def replay_table(evals, rules, signals=("metric",), test=None, total_steps: int | None = None):
-    """A pandas table: for each rule and signal, where it stops, the compute it uses and what it keeps."""
+    """A pandas table: for each rule and signal, where it stops, the compute it uses and what it keeps
+    (notebook 04)."""
     import pandas as pd
 
     rows = reference_rows(evals, test, total_steps)
@@ -244,7 +249,7 @@ def replay_table(evals, rules, signals=("metric",), test=None, total_steps: int 
 
 
 def replay_over_seeds(results, rules, signals=("metric",), every: int = 1) -> dict[str, list[dict]]:
-    """For each rule (and signal), one row per seed's run: ``{"test", "dev", "compute", "stop"}``.
+    """For each rule (and signal), one row per seed's run: ``{"test", "dev", "compute", "stop"}`` (notebook 04).
 
     ``results`` are full runs with a ``test_curve`` (see :func:`train_with_test_curve`).
     The rows feed :func:`helpers.verdicts.compare` (``key="test"``). Two reference
@@ -266,7 +271,7 @@ def replay_over_seeds(results, rules, signals=("metric",), every: int = 1) -> di
 
 
 def rule_summary_table(rows_by_rule: dict[str, list[dict]]):
-    """Mean ± sd over seeds of the kept test score and the compute used, per rule (pandas)."""
+    """Mean ± sd over seeds of the kept test score and the compute used, per rule (pandas) (notebook 04)."""
     import pandas as pd
 
     table = []
@@ -277,7 +282,8 @@ def rule_summary_table(rows_by_rule: dict[str, list[dict]]):
 
 
 def disagreements(evals) -> dict:
-    """Where validation loss and task metric disagree: their best steps and the evaluations moving in opposite ways."""
+    """Where validation loss and task metric disagree: their best steps and the evaluations moving in opposite ways
+    (notebook 04)."""
     pts = [e for e in evals if e.get("loss") is not None and e.get("metric") is not None]
     best_metric = max(pts, key=lambda e: e["metric"])["step"]
     best_loss = min(pts, key=lambda e: e["loss"])["step"]
@@ -295,7 +301,8 @@ def disagreements(evals) -> dict:
 
 
 def test_scores(test) -> dict[int, float]:
-    """``{step: test score}`` from a :class:`TestCurve`, a result with ``test_curve``, a dict, or ``None``."""
+    """``{step: test score}`` from a :class:`TestCurve`, a result with ``test_curve``, a dict, or ``None``
+    (notebook 04)."""
     if test is None:
         return {}
     if isinstance(test, dict):
@@ -309,7 +316,7 @@ def test_scores(test) -> dict[int, float]:
 
 
 class TestCurve(TrainerCallback):
-    """Scores the model on a second evaluator (the test split) at every evaluation of the run.
+    """Scores the model on a second evaluator (the test split) at every evaluation of the run (notebook 04).
 
     Pass it in ``train(..., callbacks=[TestCurve(task.test_evaluator)])``; it
     consumes no random numbers, so the run's trajectory stays the same.
@@ -332,7 +339,7 @@ class TestCurve(TrainerCallback):
 
 
 def train_with_test_curve(cfg, data, **kwargs):
-    """:func:`helpers.train` that also logs the test score at every evaluation (``result.test_curve``).
+    """:func:`helpers.train` that also logs the test score at every evaluation (``result.test_curve``) (notebook 04).
 
     Used for the runs that rules are replayed on: the replay then says which test
     score each rule would have kept.
@@ -345,7 +352,8 @@ def train_with_test_curve(cfg, data, **kwargs):
 
 
 def restored_check(result, evaluator) -> dict:
-    """Re-score an early-stopped run's returned model on the validation set: it must equal the best logged evaluation."""
+    """Re-score an early-stopped run's returned model on the validation set: it must equal the best logged evaluation
+    (notebook 04)."""
     signal = "loss" if result.config.get("early_stopping_metric") == "loss" else "metric"
     points = curve(result.evals, signal)
     best_step = (max if signal == "metric" else min)(points, key=lambda p: p[1])[0]
@@ -356,7 +364,7 @@ def restored_check(result, evaluator) -> dict:
 
 
 def compute_saved(stopped, full) -> dict:
-    """What stopping saved against the same run trained to the end: steps, evaluations and wall time."""
+    """What stopping saved against the same run trained to the end: steps, evaluations and wall time (notebook 04)."""
     ev_s = sum(1 for e in stopped.evals if e["step"] > 0)
     ev_f = sum(1 for e in full.evals if e["step"] > 0)
     return {"steps": (stopped.steps, full.steps), "evaluations": (ev_s, ev_f),
@@ -368,19 +376,20 @@ def compute_saved(stopped, full) -> dict:
 
 
 def metric_at(evals, step: int) -> float:
-    """The validation metric of the last evaluation at or before ``step``."""
+    """The validation metric of the last evaluation at or before ``step`` (notebook 04)."""
     pts = [(s, v) for s, v in curve(evals, "metric") if s <= step]
     return pts[-1][1] if pts else float("nan")
 
 
 def best_dev(result) -> float:
-    """The best validation metric a run logged (what ``load_best_model_at_end`` would keep)."""
+    """The best validation metric a run logged (what ``load_best_model_at_end`` would keep) (notebook 04)."""
     pts = curve(result.evals, "metric")
     return max(v for _, v in pts) if pts else float("nan")
 
 
 def per_seed_table(results):
-    """One row per seed: test at the end, last and best validation metric, and the best evaluation's step (pandas)."""
+    """One row per seed: test at the end, last and best validation metric, and the best evaluation's step (pandas)
+    (notebook 04)."""
     import pandas as pd
 
     rows = []
@@ -394,7 +403,8 @@ def per_seed_table(results):
 
 
 def prune_seeds(results, at: float = 0.25, keep: int = 1) -> dict:
-    """Dodge et al. (2020): start every seed, stop all but the ``keep`` best after a share ``at`` of training.
+    """Dodge et al. (2020): start every seed, stop all but the ``keep`` best after a share ``at`` of training
+    (notebook 04).
 
     Replayed on finished runs: ranks the seeds by their validation metric at
     ``at`` of the steps and compares with the ranking after the whole run (the

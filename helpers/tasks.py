@@ -22,7 +22,7 @@ TASKS = ("stsb", "codesearch", "snli")
 
 @dataclass
 class Task:
-    """Everything a training run needs about its data."""
+    """Everything a training run needs about its data (notebook 00; used by all)."""
 
     name: str
     train: Dataset  # training examples (columns decide the losses that fit)
@@ -75,7 +75,7 @@ def load_task(
     seed: int = 0,
     score_range: tuple[float, float] = (0.0, 1.0),
 ) -> Task:
-    """Build task ``name`` with seeded subsets (``None`` = all).
+    """Build task ``name`` with seeded subsets (``None`` = all) (notebook 00; used by all; directly in notebook 03).
 
     For retrieval tasks ``dev_size``/``test_size`` count queries. A file path
     is split 80/10/10 (seeded) into train, validation and test.
@@ -119,7 +119,7 @@ def _cap_ir(ir: dict, n: int | None, seed: int) -> dict:
 
 
 def file_task(path, train_size: int | None = None, seed: int = 0, score_range=(0.0, 1.0)) -> Task:
-    """A task from the learner's own file, split 80/10/10 (at least one validation and test row)."""
+    """A task from the learner's own file, split 80/10/10 (at least one validation and test row) (notebook 07)."""
     ds = D.load_pairs_file(path, score_range=score_range).shuffle(seed=seed)
     n = len(ds)
     if n < 10:

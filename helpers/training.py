@@ -48,7 +48,7 @@ from .tasks import load_task
 
 
 class TrainingOOMError(RuntimeError):
-    """Training ran out of accelerator memory; the message lists settings that need less.
+    """Training ran out of accelerator memory; the message lists settings that need less (notebook 00; used by all).
 
     Raised by :func:`train` after the memory of the failed run was released,
     so the next call in the same process (notebook kernel) starts clean.

@@ -16,7 +16,8 @@ from .tuning import SPACE, config_from_params, finished, subset_score
 
 
 def pick_for_transfer(study, top: int = 3, bottom: int = 2) -> tuple[list, list]:
-    """The ``top`` best completed trials and the ``bottom`` worst other finished ones (pruned included), best first."""
+    """The ``top`` best completed trials and the ``bottom`` worst other finished ones (pruned included), best first
+    (notebook 06)."""
     from optuna.trial import TrialState
 
     done = [t for t in finished(study) if math.isfinite(subset_score(t))]
@@ -28,7 +29,7 @@ def pick_for_transfer(study, top: int = 3, bottom: int = 2) -> tuple[list, list]
 
 
 def transfer_counts(n_trials: int) -> tuple[int, int]:
-    """How many top and bottom trials the transfer check re-runs: (3, 2) for 10+ trials, else (2, 2)."""
+    """How many top and bottom trials the transfer check re-runs: (3, 2) for 10+ trials, else (2, 2) (notebook 06)."""
     return (3, 2) if n_trials >= 10 else (2, 2)
 
 
@@ -49,7 +50,8 @@ def transfer_check(trials, base: TrainConfig, data, space: dict = SPACE, progres
 
 
 def rank_correlation(trials, results: dict, key: str = "test") -> tuple[float, float]:
-    """Spearman rank correlation (and its p-value) between subset scores and the re-runs' ``key`` scores."""
+    """Spearman rank correlation (and its p-value) between subset scores and the re-runs' ``key`` scores
+    (notebook 06)."""
     from scipy.stats import spearmanr
 
     xs = [subset_score(t) for t in trials]
@@ -59,7 +61,7 @@ def rank_correlation(trials, results: dict, key: str = "test") -> tuple[float, f
 
 
 def cost_comparison(study, trials, results: dict) -> dict:
-    """Measured seconds of the subset search against an estimate for the same trials on the larger data.
+    """Measured seconds of the subset search against an estimate for the same trials on the larger data (notebook 06).
 
     The multiplier is measured: for the re-run trials that completed on the
     subset, the larger run's seconds over the subset trial's seconds (fixed
@@ -82,7 +84,8 @@ def cost_comparison(study, trials, results: dict) -> dict:
 
 
 def transfer_table(trials, results: dict):
-    """One row per re-run trial: its subset score and state, and the larger run's dev and test scores and seconds."""
+    """One row per re-run trial: its subset score and state, and the larger run's dev and test scores and seconds
+    (notebook 06)."""
     import pandas as pd
 
     rows = [{"trial": t.number, "on the subset": t.state.name.lower(), "subset score": round(subset_score(t), 4),
@@ -93,7 +96,7 @@ def transfer_table(trials, results: dict):
 
 
 def pruning_savings(study, epochs: float) -> dict:
-    """Optimizer steps the trials ran against the steps they would have run without pruning."""
+    """Optimizer steps the trials ran against the steps they would have run without pruning (notebook 06)."""
     ran = planned = 0
     for t in finished(study):
         n, batch = t.user_attrs.get("train_examples"), t.params.get("batch_size")

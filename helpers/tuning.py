@@ -60,14 +60,15 @@ HEARTBEAT_INTERVAL, GRACE_PERIOD = 30, 90  # seconds: a trial without a heartbea
 
 
 class StudyMismatch(ValueError):
-    """A stored study was made with other settings (data, space, base configuration) than this search."""
+    """A stored study was made with other settings (data, space, base configuration) than this search (notebook 06)."""
 
 
 # --------------------------------------------------------------------------- the search space
 
 
 def check_space(space: dict) -> dict:
-    """Return ``space`` if every entry names a :class:`TrainConfig` setting with a valid range, else raise."""
+    """Return ``space`` if every entry names a :class:`TrainConfig` setting with a valid range, else raise
+    (notebook 06)."""
     names = {f.name for f in fields(TrainConfig)}
     if not space:
         raise ValueError("The search space is empty; give at least one setting to search.")
@@ -87,7 +88,7 @@ def check_space(space: dict) -> dict:
 
 
 def suggest(trial, space: dict = SPACE) -> dict:
-    """Ask the trial for one value per entry of ``space`` (the sampler decides which)."""
+    """Ask the trial for one value per entry of ``space`` (the sampler decides which) (notebook 06)."""
     params = {}
     for name, spec in space.items():
         kind = spec[0]
@@ -123,7 +124,8 @@ def config_from_params(base: TrainConfig, params: dict, space: dict = SPACE) -> 
 
 
 def subset_size(n_train: int, fraction: float = SUBSET_FRACTION, minimum: int = MIN_SUBSET) -> int:
-    """How many training pairs the search uses: ``fraction`` of ``n_train``, at least ``minimum`` (or all)."""
+    """How many training pairs the search uses: ``fraction`` of ``n_train``, at least ``minimum`` (or all)
+    (notebook 06)."""
     if not 0 < fraction <= 1:
         raise ValueError(f"The subset fraction must be in (0, 1], got {fraction}.")
     return min(n_train, max(minimum, round(n_train * fraction)))
@@ -141,12 +143,13 @@ def space_table(space: dict = SPACE):
 
 
 def subset_task(task, fraction: float = SUBSET_FRACTION, seed: int = 0, minimum: int = MIN_SUBSET):
-    """The same task with a seeded subset of its training data (validation and test unchanged)."""
+    """The same task with a seeded subset of its training data (validation and test unchanged) (notebook 06)."""
     return replace(task, train=subset(task.train, subset_size(len(task.train), fraction, minimum), seed))
 
 
 def search_base(base: TrainConfig) -> TrainConfig:
-    """What every trial shares: ``base`` without test scoring, early stopping or saving, 2 evaluations per epoch."""
+    """What every trial shares: ``base`` without test scoring, early stopping or saving, 2 evaluations per epoch
+    (notebook 06)."""
     return base.replace(final_test=False, early_stopping_patience=None, output_dir=None,
                         evals_per_epoch=SEARCH_EVALS_PER_EPOCH)
 
@@ -155,7 +158,7 @@ def search_base(base: TrainConfig) -> TrainConfig:
 
 
 def storage_url(path_or_url: str | Path) -> str:
-    """An Optuna storage URL: a URL as given, or ``sqlite:///<absolute path>`` for a file path."""
+    """An Optuna storage URL: a URL as given, or ``sqlite:///<absolute path>`` for a file path (notebook 06)."""
     s = str(path_or_url)
     if "://" in s:
         return s
@@ -165,12 +168,12 @@ def storage_url(path_or_url: str | Path) -> str:
 
 
 def default_storage(name: str) -> str:
-    """``runs/<name>.db`` in the project (ignored by git): where the notebooks keep their studies."""
+    """``runs/<name>.db`` in the project (ignored by git): where the notebooks keep their studies (notebook 06)."""
     return storage_url(PROJECT_ROOT / "runs" / f"{name}.db")
 
 
 def make_pruner(name: str = "halving", max_evals: int | None = None):
-    """An Optuna pruner by name: ``halving`` (successive halving), ``hyperband``, ``median`` or ``none``.
+    """An Optuna pruner by name: ``halving`` (successive halving), ``hyperband``, ``median`` or ``none`` (notebook 06).
 
     The pruners' "steps" are the trial's validation evaluations (1, 2, ...), so
     trials of any batch size are compared at the same share of an epoch.
@@ -206,7 +209,8 @@ def _storage(url: str):
 
 
 def settings_record(base: TrainConfig, space: dict, data=None, subset_fraction: float | None = None) -> dict:
-    """What a study was made with (stored in it; a resumed study must match): base settings, space, data."""
+    """What a study was made with (stored in it; a resumed study must match): base settings, space, data
+    (notebook 06)."""
     keep = {k: v for k, v in asdict(base).items() if k not in ("device", "output_dir")}
     rec = {"base": keep, "space": {k: list(v) if v[0] != "choice" else [v[0], list(v[1])] for k, v in space.items()}}
     if data is not None:
@@ -218,7 +222,7 @@ def settings_record(base: TrainConfig, space: dict, data=None, subset_fraction: 
 def create_study(name: str, storage: str | Path | None = None, pruner: str = "halving", seed: int = 0,
                  settings: dict | None = None, max_evals: int | None = None, startup_trials: int | None = None,
                  worker: int = 0):
-    """Create or load (resume) the study ``name`` in ``storage`` (a path, a URL, or None for memory).
+    """Create or load (resume) the study ``name`` in ``storage`` (a path, a URL, or None for memory) (notebook 06).
 
     TPE sampler (seeded; re-seeded by the number of stored trials, so a resumed
     study never replays its first proposals) and the named pruner. ``settings``
@@ -265,7 +269,8 @@ def _differences(a, b, prefix="") -> list[str]:
 
 
 def delete_study(name: str, storage: str | Path) -> bool:
-    """Delete the stored study ``name`` if it exists (a notebook that wants a fresh start); True if it did."""
+    """Delete the stored study ``name`` if it exists (a notebook that wants a fresh start); True if it did
+    (notebook 06)."""
     import optuna
 
     try:
@@ -276,7 +281,7 @@ def delete_study(name: str, storage: str | Path) -> bool:
 
 
 def finished(study) -> list:
-    """Trials that count towards the requested number: completed and pruned (not failed or running)."""
+    """Trials that count towards the requested number: completed and pruned (not failed or running) (notebook 06)."""
     from optuna.trial import TrialState
 
     return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
@@ -286,7 +291,7 @@ def finished(study) -> list:
 
 
 class PruningCallback(TrainerCallback):
-    """Reports every validation evaluation to the Optuna trial; stops training when the pruner says so.
+    """Reports every validation evaluation to the Optuna trial; stops training when the pruner says so (notebook 06).
 
     The evaluation before training (step 0) is skipped: it is the untuned
     model, the same for every trial. Step numbers are evaluation counts.
@@ -368,7 +373,8 @@ def _beats_all(study, value: float) -> bool:
 
 
 def subset_score(trial) -> float:
-    """A trial's score on the subset: its final value, or for a pruned trial its last reported evaluation."""
+    """A trial's score on the subset: its final value, or for a pruned trial its last reported evaluation
+    (notebook 06)."""
     if trial.value is not None:
         return float(trial.value)
     if trial.intermediate_values:
@@ -377,7 +383,8 @@ def subset_score(trial) -> float:
 
 
 def trials_table(study):
-    """One row per finished trial, best first: state, subset score, evaluations reached, parameters, seconds."""
+    """One row per finished trial, best first: state, subset score, evaluations reached, parameters, seconds
+    (notebooks 06 and 07)."""
     import pandas as pd
 
     rows = []
@@ -399,7 +406,7 @@ def best_config(study, base: TrainConfig, space: dict = SPACE) -> TrainConfig:
 
 
 def default_trials(scale: str | None = None) -> int:
-    """The scale's number of search trials (``Scale.search_trials``)."""
+    """The scale's number of search trials (``Scale.search_trials``) (notebook 06)."""
     return get_scale(scale).search_trials
 
 

@@ -50,7 +50,8 @@ from .training import train
 
 @dataclass
 class SearchReport:
-    """What :func:`run_search` did: trials run now, finished in the study, the time it took, and any shortfall."""
+    """What :func:`run_search` did: trials run now, finished in the study, the time it took, and any shortfall
+    (notebook 06)."""
 
     new_trials: int
     finished: int
@@ -68,11 +69,13 @@ class SearchReport:
 
 
 class SurplusTrial(Exception):
-    """A trial started after the study already had enough trials finished or running (it is marked failed)."""
+    """A trial started after the study already had enough trials finished or running (it is marked failed)
+    (notebook 06)."""
 
 
 class TrialBudget:
-    """The one home-made piece of the workers' budget: a trial two workers started as the last one at once.
+    """The one home-made piece of the workers' budget: a trial two workers started as the last one at once
+    (notebook 06).
 
     ``MaxTrialsCallback`` only looks after a trial ended, so two workers can
     both start the last trial; :meth:`guard` counts the trials in the order of
@@ -122,7 +125,7 @@ def _alive(pid: int) -> bool:
 
 
 def fail_dead_trials(study) -> int:
-    """Mark failed the running trials whose process on this machine is gone (killed); returns how many.
+    """Mark failed the running trials whose process on this machine is gone (killed); returns how many (notebook 06).
 
     The heartbeat fails such a trial only after :data:`GRACE_PERIOD`; a search
     run again sooner would count it as running and end one trial short
@@ -148,7 +151,8 @@ def fail_dead_trials(study) -> int:
 
 
 def run_search(study, objective, n_trials: int, progress: bool = True, timeout: float | None = None) -> SearchReport:
-    """Run trials until the study holds ``n_trials`` finished ones (completed or pruned); return a :class:`SearchReport`.
+    """Run trials until the study holds ``n_trials`` finished ones (completed or pruned); return a
+    :class:`SearchReport` (notebook 06).
 
     A resumed study runs only the missing trials (a trial left running by a
     killed process on this machine is failed first, :func:`fail_dead_trials`);
@@ -229,7 +233,8 @@ def _report(study, start_done: int, wall: float, interrupted: bool, requested: i
 
 
 class SyncStop(TrainerCallback):
-    """Every process stops a trial together: rank 0's decision (its pruner's) is broadcast at each evaluation.
+    """Every process stops a trial together: rank 0's decision (its pruner's) is broadcast at each evaluation
+    (``python -m helpers recipe`` under torchrun; notebook 07).
 
     Put it after :class:`helpers.tuning.PruningCallback` in the callbacks of rank 0;
     the other ranks have no trial and follow.
@@ -240,7 +245,8 @@ class SyncStop(TrainerCallback):
 
 
 def lockstep_search(study, objective, n_trials: int, base, data, space, progress: bool = True):
-    """The recipe's search under torchrun: every trial trains on all processes together (data-parallel).
+    """The recipe's search under torchrun: every trial trains on all processes together (data-parallel)
+    (``python -m helpers recipe`` under torchrun; notebook 07).
 
     Rank 0 runs the study (``objective`` must carry a :class:`SyncStop` callback) and
     broadcasts each trial's parameters before training it; the other ranks train the
@@ -275,7 +281,7 @@ def lockstep_search(study, objective, n_trials: int, base, data, space, progress
 
 
 def is_memory_storage(storage: str | None) -> bool:
-    """True for storages that live in one process's memory (no storage, ``sqlite://``, ``:memory:``)."""
+    """True for storages that live in one process's memory (no storage, ``sqlite://``, ``:memory:``) (notebook 06)."""
     if storage is None:
         return True
     s = str(storage).strip()
@@ -283,7 +289,8 @@ def is_memory_storage(storage: str | None) -> bool:
 
 
 def check_workers(workers: int | None, storage: str | None) -> None:
-    """Raise ``ValueError`` for a ``--workers`` request that cannot work (before anything trains)."""
+    """Raise ``ValueError`` for a ``--workers`` request that cannot work (before anything trains)
+    (``python -m helpers search --workers``; notebook 06)."""
     if workers is None:
         return
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
@@ -297,7 +304,8 @@ def check_workers(workers: int | None, storage: str | None) -> None:
 
 
 def worker_argv(parser, args, *, worker: int, storage: str, output: Path, scale: str, trials: int) -> list[str]:
-    """The ``search`` command line of one local worker: ``args`` as parsed, with its own number, storage and folder."""
+    """The ``search`` command line of one local worker: ``args`` as parsed, with its own number, storage and folder
+    (``python -m helpers search --workers``; notebook 06)."""
     overrides = {"worker": worker, "storage": storage, "output": str(output), "scale": scale, "trials": trials,
                  "workers": None, "no_progress": True}
     values = {**vars(args), **overrides}
@@ -320,7 +328,8 @@ def worker_argv(parser, args, *, worker: int, storage: str, output: Path, scale:
 
 
 def worker_env(base: dict, k: int, n_workers: int, n_gpus: int, cpu_count: int | None = None) -> dict:
-    """The environment of local search worker ``k`` of ``n_workers`` (:func:`run_workers`).
+    """The environment of local search worker ``k`` of ``n_workers`` (:func:`run_workers`)
+    (``python -m helpers search --workers``; notebook 06).
 
     The workers share the cores (``OMP_NUM_THREADS``, unless set) and, with ``n_gpus`` GPUs
     visible, worker ``k`` sees only GPU ``k % n_gpus`` (``CUDA_VISIBLE_DEVICES``; a list the
@@ -337,7 +346,8 @@ def worker_env(base: dict, k: int, n_workers: int, n_gpus: int, cpu_count: int |
 
 
 def run_workers(parser, args, recipe, progress: bool = True) -> dict:
-    """Start ``args.workers`` local ``search`` workers on the recipe's study, wait for all, report (``--workers N``).
+    """Start ``args.workers`` local ``search`` workers on the recipe's study, wait for all, report (``--workers N``)
+    (``python -m helpers search --workers``; notebook 06).
 
     Worker ``k`` runs ``python -m helpers search`` with the same options,
     ``--worker args.worker * N + k`` (its sampler seed), the recipe's storage and
@@ -437,7 +447,8 @@ def _collect_best_model(recipe) -> None:
 
 
 def worker_failure(info: dict, tail: int = 15) -> str:
-    """A message naming each failed worker, its exit code and the end of its log."""
+    """A message naming each failed worker, its exit code and the end of its log
+    (``python -m helpers search --workers``; notebook 06)."""
     lines = []
     for k, (code, log) in enumerate(zip(info["exit_codes"], info["logs"])):
         if code:

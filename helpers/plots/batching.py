@@ -12,7 +12,8 @@ SCALING_RULE_STYLES = {"none": ":", "sqrt": "--", "linear": "-"}  # one line sty
 
 
 def plot_rate_grid(table, base_lr: float, base_batch: int, key: str = "dev", metric: str = "Spearman", best=None):
-    """Left: score against rate, one line per batch size. Right: the best rate per batch against the rules.
+    """Left: score against rate, one line per batch size. Right: the best rate per batch against the rules
+    (notebook 03).
 
     ``table``: :func:`helpers.batching.grid_table`; ``best``:
     :func:`helpers.batching.best_rates` (computed from ``table`` when omitted).
@@ -49,7 +50,8 @@ def plot_rate_grid(table, base_lr: float, base_batch: int, key: str = "dev", met
 
 
 def plot_batch_costs(table):
-    """Training seconds per epoch and activation memory per batch size (mean over the arms and seeds of each)."""
+    """Training seconds per epoch and activation memory per batch size (mean over the arms and seeds of each)
+    (notebook 03)."""
     by = table.groupby("batch")[["train s/epoch", "activation MB", "peak MB"]].mean()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
     labels = [str(b) for b in by.index]
@@ -65,7 +67,7 @@ def plot_batch_costs(table):
 
 
 def plot_arms_costs(results_by_arm: dict[str, list], untuned: float | None = None, metric: str = "nDCG@10"):
-    """Per arm: test score (mean, min-max over seeds), training time per epoch and activation memory.
+    """Per arm: test score (mean, min-max over seeds), training time per epoch and activation memory (notebook 03).
 
     Runs come from ``hp.run_grid(..., speed=True, memory=True)`` (``train_s_per_epoch``, ``activation_mb``).
     """
@@ -96,7 +98,8 @@ def plot_arms_costs(results_by_arm: dict[str, list], untuned: float | None = Non
 
 
 def plot_weight_decay(results_by_arm: dict[str, list], metric: str = "Spearman"):
-    """Training loss (mean over seeds), validation loss and validation metric (mean, min-max band) per weight decay."""
+    """Training loss (mean over seeds), validation loss and validation metric (mean, min-max band) per weight decay
+    (notebook 03)."""
     fig, axes = plt.subplots(1, 3, figsize=(15, 3.6))
     for arm, runs in results_by_arm.items():
         n = min(len(r.train_loss) for r in runs)

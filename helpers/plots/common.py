@@ -12,20 +12,22 @@ import numpy as np
 
 
 def min_max_bars(values) -> list[list[float]]:
-    """Error-bar lengths from the mean down to the min and up to the max (never negative, even by rounding)."""
+    """Error-bar lengths from the mean down to the min and up to the max (never negative, even by rounding)
+    (notebooks 02 and 04)."""
     v = np.asarray(values, dtype=float)
     m = v.mean()
     return [[max(0.0, m - v.min())], [max(0.0, v.max() - m)]]
 
 
 def smooth(values, k: int):
+    """Moving average over ``k`` values (the values unchanged when fewer than ``k``) (notebooks 01 and 04)."""
     if len(values) < k or k < 2:
         return np.asarray(values, dtype=float)
     return np.convolve(values, np.ones(k) / k, mode="valid")
 
 
 def epoch_lines(ax, result) -> None:
-    """Dotted vertical lines at the epoch boundaries of a run."""
+    """Dotted vertical lines at the epoch boundaries of a run (notebook 04)."""
     per_epoch = None
     for p in result.train_loss:
         if p.get("epoch") and p["epoch"] >= 1:
@@ -38,7 +40,7 @@ def epoch_lines(ax, result) -> None:
 
 
 def plot_seed_bands(results_by_arm: dict[str, list], key: str = "metric", ax=None, title: str | None = None):
-    """Validation metric (or loss) per arm: mean line and min-max band across seeds."""
+    """Validation metric (or loss) per arm: mean line and min-max band across seeds (notebooks 01 and 03)."""
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 3.6))
     for arm, results in results_by_arm.items():

@@ -26,7 +26,8 @@ def plot_quality_vs_speed(results_by_arm: dict[str, list], key: str = "test", ax
 
 
 def plot_weight_movement(table, ax=None, title: str = "how far each part's weights moved (L2), per epoch"):
-    """Heat map of a :meth:`helpers.freezing.WeightMovement.table`: parts (top layer first) x epochs; 0 = frozen."""
+    """Heat map of a :meth:`helpers.freezing.WeightMovement.table`: parts (top layer first) x epochs; 0 = frozen
+    (notebook 02)."""
     if ax is None:
         _, ax = plt.subplots(figsize=(1.6 + 1.3 * table.shape[1], 3.8))
     t = table.iloc[::-1]
@@ -45,7 +46,8 @@ def plot_weight_movement(table, ax=None, title: str = "how far each part's weigh
 
 
 def plot_layer_rates(rates_by_arm: dict[str, dict[str, float]], ax=None, title: str = "peak learning rate per part"):
-    """Grouped bars: the rate each part (embeddings, layer 0 ... top) got under each arm (``result.layer_lrs``)."""
+    """Grouped bars: the rate each part (embeddings, layer 0 ... top) got under each arm (``result.layer_lrs``)
+    (notebook 02)."""
     if ax is None:
         _, ax = plt.subplots(figsize=(10, 3.6))
     parts = list(next(iter(rates_by_arm.values())))

@@ -8,7 +8,8 @@ import numpy as np
 
 def plot_cross_matrix(delta, ax=None, title: str = "change from the untuned model, per training arm and task",
                       own: dict[str, str] | None = None, labels: dict[str, str] | None = None):
-    """Heat map of score changes (rows: what was trained, columns: the task scored); own-task cells are boxed.
+    """Heat map of score changes (rows: what was trained, columns: the task scored); own-task cells are boxed
+    (notebook 05).
 
     ``labels`` renames the columns on the plot (e.g. ``helpers.crosseval.TASK_LABELS``).
     """
@@ -31,7 +32,8 @@ def plot_cross_matrix(delta, ax=None, title: str = "change from the untuned mode
 
 
 def plot_inbatch(view, row: int = 0, ax=None, max_chars: int = 38):
-    """For one anchor of the batch: the softmax over its in-batch candidates at each scale (bars per scale)."""
+    """For one anchor of the batch: the softmax over its in-batch candidates at each scale (bars per scale)
+    (notebook 05)."""
     scales = list(view["scales"])
     cands = list(view["texts"]["positive"]) + list(view["texts"].get("negative", []))
     n = view["n"]

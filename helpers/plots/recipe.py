@@ -6,7 +6,7 @@ from ..tasks import Task, texts
 
 
 def plot_profile(task: Task, tokenizer, max_seq_length: int = 128):
-    """Histograms of the training scores (pairs) and of tokens per text, the truncation limit marked."""
+    """Histograms of the training scores (pairs) and of tokens per text, the truncation limit marked (notebook 07)."""
     import matplotlib.pyplot as plt
 
     has_score = "score" in task.train.column_names

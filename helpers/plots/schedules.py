@@ -61,7 +61,8 @@ def plot_before_after(before: float, after: float, metric: str, ax=None, labels=
 
 
 def plot_arms(results_by_arm: dict[str, list], title: str | None = None):
-    """Rate (first seed), smoothed training loss (mean over seeds) and validation metric (mean, min-max band)."""
+    """Rate (first seed), smoothed training loss (mean over seeds) and validation metric (mean, min-max band)
+    (notebook 01)."""
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (arm, results) in enumerate(results_by_arm.items()):

@@ -19,7 +19,7 @@ def _quiet_optuna_plot(fn, *args, **kwargs):
 
 
 def plot_history(study):
-    """Optuna's optimization history (matplotlib): every trial's score and the best so far."""
+    """Optuna's optimization history (matplotlib): every trial's score and the best so far (notebooks 06 and 07)."""
     from optuna.visualization import matplotlib as ovm
 
     ax = _quiet_optuna_plot(ovm.plot_optimization_history, study)
@@ -28,7 +28,8 @@ def plot_history(study):
 
 
 def plot_intermediate(study):
-    """Optuna's intermediate values: each trial's validation score per evaluation; pruned lines stop early."""
+    """Optuna's intermediate values: each trial's validation score per evaluation; pruned lines stop early
+    (notebook 06)."""
     from optuna.visualization import matplotlib as ovm
 
     ax = _quiet_optuna_plot(ovm.plot_intermediate_values, study)
@@ -39,7 +40,8 @@ def plot_intermediate(study):
 
 
 def plot_importances(study):
-    """Optuna's parameter importances (fANOVA on completed trials); a note instead when fewer than 2 completed."""
+    """Optuna's parameter importances (fANOVA on completed trials); a note instead when fewer than 2 completed
+    (notebook 06)."""
     import matplotlib.pyplot as plt
     import optuna
     from optuna.trial import TrialState
@@ -69,7 +71,7 @@ def plot_importances(study):
 
 
 def plot_slices(study, params=None):
-    """Optuna's slice plot: score against each parameter, one panel per parameter."""
+    """Optuna's slice plot: score against each parameter, one panel per parameter (notebook 06)."""
     from optuna.visualization import matplotlib as ovm
 
     axes = _quiet_optuna_plot(ovm.plot_slice, study, params=params)
@@ -79,7 +81,8 @@ def plot_slices(study, params=None):
 
 
 def plot_transfer(trials, results: dict, key: str = "test", ax=None):
-    """Subset score (x) against the larger run's score (y), one point per re-run trial; pruned trials hollow."""
+    """Subset score (x) against the larger run's score (y), one point per re-run trial; pruned trials hollow
+    (notebook 06)."""
     import matplotlib.pyplot as plt
     from optuna.trial import TrialState
 

@@ -12,7 +12,8 @@ STOP_RULE_COLORS = ["tab:purple", "tab:brown", "tab:blue", "tab:orange", "tab:pi
 
 
 def plot_validation(result, title: str | None = None, ax=None, test: bool = True):
-    """Training loss, validation loss (left axis) and validation metric (right axis) of one run, on one plot.
+    """Training loss, validation loss (left axis) and validation metric (right axis) of one run, on one plot
+    (notebook 04).
 
     The test curve (``result.test_curve``) is drawn too when present; the best
     validation evaluation is ringed; dotted lines mark the epochs.
@@ -50,7 +51,8 @@ def plot_validation(result, title: str | None = None, ax=None, test: bool = True
 
 
 def plot_replays(evals, replays, metric: str = "Spearman", ax=None, title: str | None = None, test=None):
-    """The validation metric with a vertical line where each rule stops and a marker on the checkpoint it keeps."""
+    """The validation metric with a vertical line where each rule stops and a marker on the checkpoint it keeps
+    (notebook 04)."""
     if ax is None:
         _, ax = plt.subplots(figsize=(10, 3.8))
     ev = [e for e in evals if e.get("metric") is not None]
@@ -73,7 +75,8 @@ def plot_replays(evals, replays, metric: str = "Spearman", ax=None, title: str |
 
 
 def plot_loss_vs_metric(result, replays=(), ax=None):
-    """Validation loss and metric side by side, each with its best evaluation and the rules replayed on it."""
+    """Validation loss and metric side by side, each with its best evaluation and the rules replayed on it
+    (notebook 04)."""
     if ax is None:
         _, ax = plt.subplots(1, 2, figsize=(12, 3.6))
     for a, signal, color in ((ax[0], "loss", "tab:orange"), (ax[1], "metric", "tab:green")):
@@ -93,7 +96,8 @@ def plot_loss_vs_metric(result, replays=(), ax=None):
 
 
 def plot_rule_tradeoff(rows_by_rule: dict[str, list[dict]], ax=None, title: str | None = None):
-    """Each rule as a point: compute used (x) against the test score it kept (y), mean and min-max over seeds."""
+    """Each rule as a point: compute used (x) against the test score it kept (y), mean and min-max over seeds
+    (notebook 04)."""
     if ax is None:
         _, ax = plt.subplots(figsize=(7.5, 4.2))
     placed: dict[tuple, int] = {}
@@ -113,7 +117,7 @@ def plot_rule_tradeoff(rows_by_rule: dict[str, list[dict]], ax=None, title: str 
 
 
 def plot_seed_curves(results, cut_step: int | None = None, ax=None, title: str | None = None):
-    """Each seed's validation curve; a vertical line where unpromising seeds would be stopped."""
+    """Each seed's validation curve; a vertical line where unpromising seeds would be stopped (notebook 04)."""
     if ax is None:
         _, ax = plt.subplots(figsize=(9, 3.8))
     for r in results:

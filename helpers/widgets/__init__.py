@@ -5,7 +5,7 @@ and can be driven without a browser (tests) as well as in JupyterLab (tests/brow
 
 - :mod:`~helpers.widgets.common`: PNG rendering and stable CSS classes;
 - :mod:`~helpers.widgets.schedules`: :class:`ScheduleExplorer` (notebook 01);
-- :mod:`~helpers.widgets.dashboard`: :class:`TrainingDashboard` (notebooks 01-03);
+- :mod:`~helpers.widgets.dashboard`: :class:`TrainingDashboard` (notebooks 01-04);
 - :mod:`~helpers.widgets.freezing`: :class:`LayerPicker` (notebook 02);
 - :mod:`~helpers.widgets.batching`: :class:`BatchCalculator` (notebook 03).
 

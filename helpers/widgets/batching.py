@@ -28,7 +28,8 @@ RULE_LABELS = {"none": "keep the rate", "sqrt": "square root (Adam)", "linear": 
 
 class BatchCalculator:
     """Per-device batch, accumulation steps, devices, data size, epochs and base rate in; out, as they move:
-    the effective batch, optimizer steps per epoch, total and warm-up steps, and the rate under each rule.
+    the effective batch, optimizer steps per epoch, total and warm-up steps, and the rate under each rule
+    (notebook 03).
 
     ``calc.plan`` holds the numbers (:func:`helpers.batching.batch_plan`);
     ``calc.config()`` turns the settings into a :class:`TrainConfig` (one

@@ -10,14 +10,15 @@ from matplotlib.figure import Figure
 
 
 def figure_png(fig: Figure) -> bytes:
-    """Render a matplotlib figure to PNG bytes."""
+    """Render a matplotlib figure to PNG bytes (every widget, notebooks 01-04)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
     return buf.getvalue()
 
 
 def css_hooks(prefix: str, **parts) -> None:
-    """Give widgets stable CSS classes, ``hp-<prefix>-<part>``, that the browser test (tests/browser) finds."""
+    """Give widgets stable CSS classes, ``hp-<prefix>-<part>``, that the browser test (tests/browser) finds
+    (every widget, notebooks 01-04)."""
     for part, widget in parts.items():
         widget.add_class(f"hp-{prefix}-{part.replace('_', '-')}")
 

@@ -21,7 +21,8 @@ from .common import css_hooks, figure_png
 
 
 class TrainingDashboard:
-    """A live view of one training run: rate, training loss, validation loss and metric, progress, Stop.
+    """A live view of one training run: rate, training loss, validation loss and metric, progress, Stop
+    (notebooks 01-04).
 
     ``start()`` trains in a background thread (the Stop button stays live);
     ``wait()`` blocks until it ends; ``run()`` does both. ``result`` holds the
@@ -136,7 +137,8 @@ class TrainingDashboard:
 
 
 def dashboard_figure(result) -> Figure:
-    """Four panels of a (possibly unfinished) run: rate, training loss, validation loss, validation metric."""
+    """Four panels of a (possibly unfinished) run: rate, training loss, validation loss, validation metric
+    (notebooks 01-04)."""
     fig = Figure(figsize=(12, 2.8))
     axes = fig.subplots(1, 4)
     axes[0].plot(range(1, len(result.lr) + 1), result.lr)

@@ -11,7 +11,8 @@ from .dashboard import TrainingDashboard
 
 
 def picker_state(model, frozen) -> dict:
-    """What the layer picker shows for a set of frozen part names: counts, relative compute, AdamW memory."""
+    """What the layer picker shows for a set of frozen part names: counts, relative compute, AdamW memory
+    (notebook 02)."""
     frozen = set(frozen)
     modules = part_modules(model)
     part_params = {name: count_parameters(m) for name, m in modules.items()}
@@ -30,7 +31,8 @@ def picker_state(model, frozen) -> dict:
 
 
 class LayerPicker:
-    """One toggle per part (embeddings, then every transformer layer, read from the model): pressed = frozen.
+    """One toggle per part (embeddings, then every transformer layer, read from the model): pressed = frozen
+    (notebook 02).
 
     The trainable parameters, the compute per step relative to full training
     (:func:`helpers.freezing.step_cost`) and the AdamW state (8 bytes per

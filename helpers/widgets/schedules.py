@@ -14,7 +14,7 @@ from .dashboard import TrainingDashboard
 
 def explorer_state(schedule: str, peak: float, warmup: float, floor: float, epochs: int, batch_size: int,
                    data_size: int) -> dict:
-    """What the explorer shows for these settings: total and warm-up steps and the rate per step."""
+    """What the explorer shows for these settings: total and warm-up steps and the rate per step (notebook 01)."""
     total = steps_per_epoch(data_size, batch_size) * epochs
     floor = min(floor, peak * 0.999)
     return {
@@ -26,7 +26,8 @@ def explorer_state(schedule: str, peak: float, warmup: float, floor: float, epoc
 
 
 class ScheduleExplorer:
-    """Sliders and dropdowns for a schedule; the curve, total steps and warm-up steps update as they move.
+    """Sliders and dropdowns for a schedule; the curve, total steps and warm-up steps update as they move
+    (notebook 01).
 
     ``explorer.config()`` turns the current settings into a :class:`TrainConfig`;
     ``connect(dashboard)`` adds a "train with these settings" button.
