@@ -22,15 +22,19 @@ the import graph and fails on any cycle and on any import that points up):
 
 Lessons and the modules they use (each notebook's first cell names them too):
 
-- 00 quickstart: settings, training, results, evaluation, models, plots.schedules
+- 00 quickstart: config, settings, training, results, evaluation, models, data, plots.schedules
 - 01 learning-rate schedules: schedules, rangetest, experiments, verdicts, plots.schedules, widgets.schedules,
   widgets.dashboard
-- 02 layer freezing: freezing, experiments, verdicts, plots.freezing, widgets.freezing
-- 03 batch size and scaling: batching, accumulation, measure, experiments, plots.batching, widgets.batching
-- 04 validation and early stopping: stopping, experiments, verdicts, plots.stopping
-- 05 losses for the task: losses, inbatch, crosseval, verdicts, plots.losses
-- 06 search on a subset: search (tuning, workers, transfer, plots.search)
-- 07 the full recipe: recipe, search, plots.recipe, cli
+- 02 layer freezing: freezing, models, experiments, verdicts, plots.freezing, widgets.freezing, widgets.dashboard
+- 03 batch size and scaling: batching, accumulation, measure, inbatch, codesearch, tasks, models, evaluation,
+  experiments, verdicts, plots.batching, widgets.batching, widgets.dashboard
+- 04 validation and early stopping: stopping, experiments, verdicts, plots.stopping, widgets.dashboard
+- 05 losses for the task: losses, inbatch, crosseval, data, models, verdicts, plots.losses
+- 06 search on a subset: search (tuning, workers, transfer, plots.search), verdicts
+- 07 the full recipe: recipe, search, data, verdicts, plots.recipe, plots.schedules, cli
+
+Every public function and class names its lesson in its docstring ("(notebook 03)"); plumbing names what uses
+it (``make data``, ``python -m helpers``, torchrun); ``tests/test_layers.py`` checks both.
 
 Everything loads lazily (a module-level ``__getattr__``): ``import helpers``
 costs nothing, and ``python -m helpers --help`` imports neither ipywidgets,
