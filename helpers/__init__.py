@@ -34,7 +34,7 @@ Lessons and the modules they use (each notebook's first cell names them too):
 - 07 the full recipe: recipe, search, data, verdicts, plots.recipe, plots.schedules, cli
 
 Every public function and class names its lesson in its docstring ("(notebook 03)"); plumbing names what uses
-it (``make data``, ``python -m helpers``, torchrun); ``tests/test_layers.py`` checks both.
+it (``make data``, ``python -m helpers``, ``tools/gpu_pack.py``); ``tests/test_layers.py`` checks both.
 
 Everything loads lazily (a module-level ``__getattr__``): ``import helpers``
 costs nothing, and ``python -m helpers --help`` imports neither ipywidgets,

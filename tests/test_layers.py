@@ -231,3 +231,42 @@ def test_the_readmes_layout_names_every_module():
     missing += [f"widgets/{p.stem}" for p in (PKG / "widgets").glob("*.py")
                 if p.stem != "__init__" and p.stem not in layout]
     assert not missing, f"README's Layout section does not name: {missing}"
+
+
+# Lesson links: every public function and class names the notebook that teaches it, "(notebook 03)".
+LESSON_LINK = re.compile(r"[Nn]otebooks? \d\d")
+# plumbing that no lesson teaches names what uses it instead
+NON_LESSON_USERS = ("``make data``", "``python -m helpers``", "tools/gpu_pack.py")
+LINKS_EXEMPT = {"reference", "verdicts", "claims", "config"}  # docstrings added with the reference work
+
+
+def public_definitions(source: str):
+    """``(name, line, docstring or "")`` of every public top-level function and class in ``source``."""
+    for node in ast.parse(source).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and not node.name.startswith("_"):
+            yield node.name, node.lineno, ast.get_docstring(node) or ""
+
+
+def names_its_user(doc: str) -> bool:
+    return bool(LESSON_LINK.search(doc)) or any(user in doc for user in NON_LESSON_USERS)
+
+
+def test_every_public_helper_names_its_lesson():
+    unlinked = []
+    for path in sorted(PKG.rglob("*.py")):
+        if module_name(path) in LINKS_EXEMPT:
+            continue
+        for name, line, doc in public_definitions(path.read_text(encoding="utf-8")):
+            if not names_its_user(doc):
+                unlinked.append(f"{path.relative_to(ROOT)}:{line} {name}: "
+                                + ("no docstring" if not doc else repr(doc.splitlines()[0][:80])))
+    assert not unlinked, ("public helpers whose docstring names neither their notebook (\"(notebook 03)\") nor a "
+                          f"non-lesson user {NON_LESSON_USERS}:\n" + "\n".join(unlinked))
+
+
+def test_the_lesson_link_check_finds_a_missing_one():
+    src = ('def a():\n    """Taught here (notebook 03)."""\n\ndef b():\n    """No lesson."""\n\ndef c():\n    pass\n\n'
+           'class D:\n    """Used by ``make data``."""\n\ndef _private():\n    pass\n')
+    found = {name: names_its_user(doc) for name, _, doc in public_definitions(src)}
+    assert found == {"a": True, "b": False, "c": False, "D": True}
+    assert names_its_user("Notebooks 02 and 05: the tables.") and not names_its_user("notebook 3")
