@@ -33,7 +33,10 @@ RATES = (2e-5, 5e-5, 1e-4)  # a log grid from the syllabus's 2e-5 up
 
 @dataclass(frozen=True)
 class Experiment:
-    """Arms x rates x seeds in one regime. ``rates`` empty: each arm keeps its own rate."""
+    """Arms x rates x seeds in one regime. ``rates`` empty: each arm keeps its own rate.
+
+    Reference runs: every notebook's "Reference verdicts" section (notebooks 00-05).
+    """
 
     key: str
     notebook: str  # e.g. "01_learning_rate_schedules": the records go to results/reference/<notebook>.jsonl
@@ -48,7 +51,10 @@ class Experiment:
 
 @dataclass(frozen=True)
 class Claim:
-    """One syllabus claim, decided by comparing arm ``a`` with arm ``b`` of an experiment."""
+    """One syllabus claim, decided by comparing arm ``a`` with arm ``b`` of an experiment.
+
+    Reference runs: every notebook's "Reference verdicts" section (notebooks 00-05).
+    """
 
     key: str
     notebook: str
@@ -159,7 +165,10 @@ CLAIMS = [
 
 
 def experiment(key: str) -> Experiment:
-    """The experiment named ``key`` (a clear error lists the names)."""
+    """The experiment named ``key`` (a clear error lists the names).
+
+    Reference runs: every notebook's "Reference verdicts" section (notebooks 00-05).
+    """
     for e in EXPERIMENTS:
         if e.key == key:
             return e
@@ -167,7 +176,10 @@ def experiment(key: str) -> Experiment:
 
 
 def claim(key: str) -> Claim:
-    """The claim named ``key`` (a clear error lists the names)."""
+    """The claim named ``key`` (a clear error lists the names).
+
+    Reference runs: every notebook's "Reference verdicts" section (notebooks 00-05).
+    """
     for c in CLAIMS:
         if c.key == key:
             return c

@@ -31,6 +31,7 @@ EQUIVALENCE_MARGINS = {"spearman": 0.005, "ndcg@10": 0.01}
 @dataclass(frozen=True)
 class Scale:
     """How big every experiment is at one scale (used by all notebooks).
+    Notebook 00; used by all.
 
     ``None`` for a size means "the whole split".
     """
@@ -73,6 +74,7 @@ DEFAULT_SCALE = "workshop"
 
 def get_scale(name: str | None = None) -> Scale:
     """Return the :class:`Scale` named ``name``, or the one in ``$WORKSHOP_SCALE``.
+    Notebook 00; used by all.
 
     Raises ``ValueError`` naming the allowed values for an unknown scale.
     """
@@ -86,7 +88,10 @@ def get_scale(name: str | None = None) -> Scale:
 
 
 def pick_device(preferred: str | None = None) -> str:
-    """Pick the training device: the argument, ``$WORKSHOP_DEVICE``, else cuda, then mps, then cpu."""
+    """Pick the training device: the argument, ``$WORKSHOP_DEVICE``, else cuda, then mps, then cpu.
+
+    Notebook 00; used by all.
+    """
     import torch
 
     choice = (preferred or os.environ.get(DEVICE_ENV) or "").strip().lower()
@@ -121,7 +126,10 @@ def cpu_has_fast_bf16() -> bool:
 
 
 def cuda_has_fast_bf16() -> bool:
-    """Whether the current GPU does bf16 in hardware (Ampere or newer), not through emulation (T4, V100)."""
+    """Whether the current GPU does bf16 in hardware (Ampere or newer), not through emulation (T4, V100).
+
+    Notebook 00; used by all.
+    """
     import torch
 
     try:
@@ -158,18 +166,27 @@ def pick_precision(device: str, preferred: str | None = None) -> str:
 
 
 def mixed_precision(device: str, precision: str | None = None) -> dict:
-    """Trainer flags for ``precision`` (:func:`pick_precision` when None): ``{"bf16": True}``, ``{"fp16": True}`` or ``{}``."""
+    """Trainer flags for ``precision`` (:func:`pick_precision` when None): ``{"bf16": True}``, ``{"fp16": True}`` or ``{}``.
+
+    Notebook 00; used by all.
+    """
     precision = precision if precision in ("fp32", "bf16", "fp16") else pick_precision(device, precision)
     return {"bf16": True} if precision == "bf16" else {"fp16": True} if precision == "fp16" else {}
 
 
 def default_seed() -> int:
-    """The workshop's base seed (``$WORKSHOP_SEED``, default 0)."""
+    """The workshop's base seed (``$WORKSHOP_SEED``, default 0).
+
+    Notebook 00; used by all.
+    """
     return int(os.environ.get(SEED_ENV, "0"))
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (CPU and CUDA) so the same seed gives the same numbers."""
+    """Seed Python, NumPy and torch (CPU and CUDA) so the same seed gives the same numbers.
+
+    Notebook 00; used by all.
+    """
     import torch
     from transformers import set_seed
 
@@ -181,7 +198,10 @@ def seed_everything(seed: int) -> None:
 
 @dataclass(frozen=True)
 class Setup:
-    """What ``setup()`` decided: the scale, the device and the base seed."""
+    """What ``setup()`` decided: the scale, the device and the base seed.
+
+    Notebook 00; used by all.
+    """
 
     scale: Scale
     device: str
@@ -200,6 +220,7 @@ class Setup:
 def setup(scale: str | None = None, device: str | None = None, seed: int | None = None,
           precision: str | None = None) -> Setup:
     """Configure a notebook: quiet logs, scale, device, precision and seed (first cell of every notebook).
+    Notebook 00; used by all.
 
     With several GPUs visible and no torchrun, only one (``cuda:N``, else the first) is left
     visible to this process (:func:`helpers.devices.pin_one_gpu`).

@@ -39,7 +39,10 @@ SMOKE = dict(train_size=24, dev_size=24, test_size=24, epochs=1, batch_size=8, m
 
 # ---------------------------------------------------------------- planning
 def run_config(exp: Experiment, arm: str, rate: float | None, seed: int, smoke: bool = False) -> TrainConfig:
-    """The TrainConfig of one reference run (``smoke``: tiny sizes for tests, same structure)."""
+    """The TrainConfig of one reference run (``smoke``: tiny sizes for tests, same structure).
+
+    Reference runs: every notebook's "Reference verdicts" section (notebooks 00-05).
+    """
     changes = {**exp.base, **exp.arms[arm], "seed": seed, "scale": "full"}
     if exp.device:  # a claim about one kind of device runs there, whatever else the machine has
         changes["device"] = exp.device
@@ -51,7 +54,10 @@ def run_config(exp: Experiment, arm: str, rate: float | None, seed: int, smoke: 
 
 
 def plan(exp: Experiment, smoke: bool = False) -> list[dict]:
-    """Every run of ``exp``: ``{experiment, arm, rate, seed, config, key}``, seeds outermost (paired order)."""
+    """Every run of ``exp``: ``{experiment, arm, rate, seed, config, key}``, seeds outermost (paired order).
+
+    Reference runs: every notebook's "Reference verdicts" section (notebooks 00-05).
+    """
     seeds = exp.seeds[:2] if smoke else exp.seeds
     rates = (exp.rates[:2] if smoke else exp.rates) or (None,)
     runs = []
@@ -66,6 +72,7 @@ def plan(exp: Experiment, smoke: bool = False) -> list[dict]:
 
 def run_key(cfg: TrainConfig, device: str | None = None) -> str:
     """A stable id of a run's settings: runs with the same settings are one run, whichever experiment asks.
+    Reference runs: every notebook's "Reference verdicts" section (notebooks 00-05).
 
     The device is not part of the settings, so a run made on a GPU serves a CPU's plan too, except for
     experiments about one kind of device (``Experiment.device``, e.g. bf16 on the CPU): their keys
@@ -82,6 +89,7 @@ UNTUNED_FIELDS = ("model", "task", "train_size", "dev_size", "test_size", "max_s
 
 def untuned_key(cfg: TrainConfig | dict, python: str | None = None) -> str:
     """What the untuned score depends on: the model, the data and the sequence length.
+    Reference runs: every notebook's "Reference verdicts" section (notebooks 00-05).
 
     The code-search task is built from the running Python's standard library
     (:mod:`helpers.codesearch`), so its data, and its key, also depend on the
@@ -100,11 +108,15 @@ def untuned_key(cfg: TrainConfig | dict, python: str | None = None) -> str:
 
 # ---------------------------------------------------------------- the store
 def store_path(notebook: str, store: Path | None = None) -> Path:
+    """Reference runs: every notebook's "Reference verdicts" section (notebooks 00-05)."""
     return Path(store or REFERENCE_DIR) / f"{notebook}.jsonl"
 
 
 def load_records(store: Path | None = None) -> dict[str, dict]:
-    """Every finished record in the store, by key (a later record for the same key wins)."""
+    """Every finished record in the store, by key (a later record for the same key wins).
+
+    Reference runs: every notebook's "Reference verdicts" section (notebooks 00-05).
+    """
     out: dict[str, dict] = {}
     folder = Path(store or REFERENCE_DIR)
     for path in sorted(folder.glob("*.jsonl")) if folder.exists() else []:
@@ -134,7 +146,10 @@ def _device_key(rec: dict) -> str:
 
 
 def append_record(path: Path, record: dict) -> None:
-    """Append one record as one line, flushed to disk (an interrupted run never leaves half a line)."""
+    """Append one record as one line, flushed to disk (an interrupted run never leaves half a line).
+
+    Reference runs: every notebook's "Reference verdicts" section (notebooks 00-05).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps(record, sort_keys=True, default=_json_default) + "\n"
     with open(path, "a", encoding="utf-8") as f:
@@ -152,7 +167,10 @@ def _json_default(obj):
 
 
 def provenance() -> dict:
-    """Versions and git commit, stored in every record."""
+    """Versions and git commit, stored in every record.
+
+    Reference runs: every notebook's "Reference verdicts" section (notebooks 00-05).
+    """
     import sentence_transformers
     import torch
     import transformers
@@ -169,7 +187,10 @@ def provenance() -> dict:
 
 # ---------------------------------------------------------------- running
 def record_of(run: dict, result) -> dict:
-    """The JSON record of one finished run."""
+    """The JSON record of one finished run.
+
+    Reference runs: every notebook's "Reference verdicts" section (notebooks 00-05).
+    """
     return {
         "schema": SCHEMA, "kind": "run", "key": run["key"], "experiment": run["experiment"], "arm": run["arm"],
         "rate": run["rate"], "seed": run["seed"], "config": result.config,
@@ -183,7 +204,10 @@ def record_of(run: dict, result) -> dict:
 
 
 def untuned_record(cfg: TrainConfig) -> dict:
-    """Score the untuned model on the regime's dev and test splits (one record per regime)."""
+    """Score the untuned model on the regime's dev and test splits (one record per regime).
+
+    Reference runs: every notebook's "Reference verdicts" section (notebooks 00-05).
+    """
     rc = cfg.resolved()
     task = prepare_task(rc)
     model = load_model(rc.model, device=pick_device(rc.device), max_seq_length=rc.max_seq_length)
@@ -198,7 +222,10 @@ def untuned_record(cfg: TrainConfig) -> dict:
 
 def run_experiment(exp: Experiment, store: Path | None = None, smoke: bool = False, progress: bool = True,
                    log=print) -> int:
-    """Run every unfinished run of ``exp`` (untuned score first); returns how many ran now."""
+    """Run every unfinished run of ``exp`` (untuned score first); returns how many ran now.
+
+    Reference runs: every notebook's "Reference verdicts" section (notebooks 00-05).
+    """
     path = store_path(exp.notebook, store)
     done = load_records(store)
     runs = plan(exp, smoke)
@@ -220,7 +247,10 @@ def run_experiment(exp: Experiment, store: Path | None = None, smoke: bool = Fal
 
 
 def selected(only: list[str] | None = None, keys: list[str] | None = None) -> list[Experiment]:
-    """Experiments in priority order, filtered by notebook number (``only``) or key (``keys``)."""
+    """Experiments in priority order, filtered by notebook number (``only``) or key (``keys``).
+
+    Reference runs: every notebook's "Reference verdicts" section (notebooks 00-05).
+    """
     exps = sorted(EXPERIMENTS, key=lambda e: e.priority)
     if only:
         exps = [e for e in exps if e.notebook[:2] in {o.zfill(2) for o in only}]
@@ -231,7 +261,10 @@ def selected(only: list[str] | None = None, keys: list[str] | None = None) -> li
 
 # ---------------------------------------------------------------- verdicts from records
 def arm_runs(exp: Experiment, arm: str, rate: float | None, records: dict, smoke: bool = False) -> list[dict]:
-    """The stored records of one arm at one rate, one per seed (missing seeds left out)."""
+    """The stored records of one arm at one rate, one per seed (missing seeds left out).
+
+    Reference runs: every notebook's "Reference verdicts" section (notebooks 00-05).
+    """
     out = []
     for seed in (exp.seeds[:2] if smoke else exp.seeds):
         rec = records.get(run_key(run_config(exp, arm, rate, seed, smoke), exp.device))
@@ -242,12 +275,16 @@ def arm_runs(exp: Experiment, arm: str, rate: float | None, records: dict, smoke
 
 
 def device_kind(record: dict) -> str:
-    """``cuda``, ``mps`` or ``cpu``: the kind of device a record was trained on (``cuda:0`` -> ``cuda``)."""
+    """``cuda``, ``mps`` or ``cpu``: the kind of device a record was trained on (``cuda:0`` -> ``cuda``).
+
+    Reference runs: every notebook's "Reference verdicts" section (notebooks 00-05).
+    """
     return str(record.get("device") or "cpu").split(":")[0]
 
 
 def same_device_pairs(a_runs: list[dict], b_runs: list[dict]) -> tuple[list[dict], list[dict]]:
     """The seeds both arms ran on the same kind of device, in seed order (a pair never mixes a GPU and a CPU run:
+    Reference runs: every notebook's "Reference verdicts" section (notebooks 00-05).
     their kernels differ, so such a difference would be partly the device's)."""
     b_by_seed = {r["seed"]: r for r in b_runs}
     a = [r for r in a_runs if r["seed"] in b_by_seed
@@ -256,7 +293,10 @@ def same_device_pairs(a_runs: list[dict], b_runs: list[dict]) -> tuple[list[dict
 
 
 def best_rate(exp: Experiment, arm: str, records: dict, rates=None, smoke: bool = False) -> tuple[float | None, dict]:
-    """The arm's rate with the best mean dev score over its seeds (the nuisance choice), and every rate's mean."""
+    """The arm's rate with the best mean dev score over its seeds (the nuisance choice), and every rate's mean.
+
+    Reference runs: every notebook's "Reference verdicts" section (notebooks 00-05).
+    """
     rates = rates or ((exp.rates[:2] if smoke else exp.rates) or (None,))
     means = {}
     for r in rates:
@@ -269,7 +309,10 @@ def best_rate(exp: Experiment, arm: str, records: dict, rates=None, smoke: bool 
 
 
 def claim_comparison(c: Claim, records: dict | None = None, smoke: bool = False, store: Path | None = None):
-    """The paired comparison behind a claim, from stored records: each arm at its best dev rate."""
+    """The paired comparison behind a claim, from stored records: each arm at its best dev rate.
+
+    Reference runs: every notebook's "Reference verdicts" section (notebooks 00-05).
+    """
     records = load_records(store) if records is None else records
     exp = experiment(c.experiment)
     if "b_rate" in c.extra:  # the same arm at a high rate against its best in-range rate
@@ -293,20 +336,29 @@ def claim_comparison(c: Claim, records: dict | None = None, smoke: bool = False,
 
 
 def experiment_records(exp: Experiment, records: dict, smoke: bool = False) -> list[dict]:
-    """The stored records that belong to ``exp`` (also those first run for another experiment)."""
+    """The stored records that belong to ``exp`` (also those first run for another experiment).
+
+    Reference runs: every notebook's "Reference verdicts" section (notebooks 00-05).
+    """
     keys = {r["key"] for r in plan(exp, smoke)}
     return [r for r in records.values() if r.get("kind") == "run" and r["key"] in keys]
 
 
 def describe_store(records: list[dict]) -> str:
-    """Where the records came from: seeds, devices, precisions, commits."""
+    """Where the records came from: seeds, devices, precisions, commits.
+
+    Reference runs: every notebook's "Reference verdicts" section (notebooks 00-05).
+    """
     devices = sorted({f"{r['device']} {r['precision']}" for r in records})
     commits = sorted({r["versions"]["commit"] for r in records})
     return f"{len({r['seed'] for r in records})} seeds, {', '.join(devices)}, commit {', '.join(commits)}"
 
 
 def claim_verdict(key: str, store: Path | None = None, smoke: bool = False, records: dict | None = None) -> str:
-    """The reference verdict of one claim, computed from the stored records (notebooks' reference cells)."""
+    """The reference verdict of one claim, computed from the stored records (notebooks' reference cells).
+
+    Reference runs: every notebook's "Reference verdicts" section (notebooks 00-05).
+    """
     c = claim(key)
     exp = experiment(c.experiment)
     records = load_records(store) if records is None else records
@@ -323,14 +375,20 @@ def claim_verdict(key: str, store: Path | None = None, smoke: bool = False, reco
 
 
 def claim_status(key: str, store: Path | None = None, smoke: bool = False, records: dict | None = None) -> str:
-    """``supported`` / ``contradicted`` / ``no difference`` / ``inconclusive`` / ``no verdict`` / ``not run``."""
+    """``supported`` / ``contradicted`` / ``no difference`` / ``inconclusive`` / ``no verdict`` / ``not run``.
+
+    Reference runs: every notebook's "Reference verdicts" section (notebooks 00-05).
+    """
     c = claim(key)
     comp = claim_comparison(c, load_records(store) if records is None else records, smoke)
     return "not run" if comp is None else judge(comp, c.expect)
 
 
 def summary_table(store: Path | None = None, notebook: str | None = None):
-    """One row per claim: the verdict, the interval, the seeds and the baseline gain (README, closing notes)."""
+    """One row per claim: the verdict, the interval, the seeds and the baseline gain (README, closing notes).
+
+    Reference runs: every notebook's "Reference verdicts" section (notebooks 00-05).
+    """
     import pandas as pd
 
     records = load_records(store)
@@ -352,6 +410,7 @@ def summary_table(store: Path | None = None, notebook: str | None = None):
 
 def show(notebook: str, store: Path | None = None) -> None:
     """Print every claim's reference verdict for one notebook (``"01"``), computed from the stored records.
+    Reference runs: every notebook's "Reference verdicts" section (notebooks 00-05).
 
     The notebooks' "Reference verdicts" cells call this; the records are what ``make reference``
     stored, so the output is the same on every machine until new records are committed.
@@ -374,7 +433,10 @@ def _cell(v) -> str:
 
 
 def markdown_table(df) -> str:
-    """A pandas table as a Markdown table (no extra dependency)."""
+    """A pandas table as a Markdown table (no extra dependency).
+
+    Reference runs: every notebook's "Reference verdicts" section (notebooks 00-05).
+    """
     cols = list(df.columns)
     rows = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, r in df.iterrows():
@@ -384,7 +446,10 @@ def markdown_table(df) -> str:
 
 # ---------------------------------------------------------------- command line
 def main(argv=None) -> int:
-    """``python -m helpers.reference``: run (or list) the reference experiments, resumably."""
+    """``python -m helpers.reference``: run (or list) the reference experiments, resumably.
+
+    Reference runs: every notebook's "Reference verdicts" section (notebooks 00-05).
+    """
     p = argparse.ArgumentParser(prog="python -m helpers.reference", description=__doc__.split("\n\n")[0])
     p.add_argument("--only", nargs="*", help="notebook numbers, e.g. --only 01 02")
     p.add_argument("--experiment", nargs="*", help="experiment keys (see --list)")

@@ -39,7 +39,10 @@ MAX_SEEDS_SUGGESTED = 50
 
 
 def default_margin(metric: str = "Spearman") -> float:
-    """The equivalence margin for a metric name (``Spearman`` -> 0.005, ``nDCG@10`` -> 0.01)."""
+    """The equivalence margin for a metric name (``Spearman`` -> 0.005, ``nDCG@10`` -> 0.01).
+
+    Notebooks 01-07: every verdict.
+    """
     m = metric.lower()
     return EQUIVALENCE_MARGINS["ndcg@10"] if "ndcg" in m else EQUIVALENCE_MARGINS["spearman"]
 
@@ -51,12 +54,18 @@ def _field(r, key: str):
 
 
 def values(results, key: str = "test") -> np.ndarray:
-    """One number per run: ``test`` (final test metric), ``dev`` (last/best dev metric), ``wall_s`` ..."""
+    """One number per run: ``test`` (final test metric), ``dev`` (last/best dev metric), ``wall_s`` ...
+
+    Notebooks 01-07: every verdict.
+    """
     return np.asarray([_field(r, key) for r in results], dtype=float)
 
 
 def seeds_of(results) -> list:
-    """The seed of every run (``TrainResult.config["seed"]`` or a record's ``seed``); None where unknown."""
+    """The seed of every run (``TrainResult.config["seed"]`` or a record's ``seed``); None where unknown.
+
+    Notebooks 01-07: every verdict.
+    """
     out = []
     for r in results:
         if hasattr(r, "config"):
@@ -69,18 +78,27 @@ def seeds_of(results) -> list:
 
 
 def mean_sd(results, key: str = "test") -> tuple[float, float]:
-    """Mean and sample standard deviation across runs (sd 0 for a single run; :func:`helpers.results.mean_sd`)."""
+    """Mean and sample standard deviation across runs (sd 0 for a single run; :func:`helpers.results.mean_sd`).
+
+    Notebooks 01-07: every verdict.
+    """
     return _mean_sd(values(results, key))
 
 
 def fmt(results, key: str = "test", digits: int = 4) -> str:
-    """``0.8412 ± 0.0031`` for a list of runs."""
+    """``0.8412 ± 0.0031`` for a list of runs.
+
+    Notebooks 01-07: every verdict.
+    """
     m, s = mean_sd(results, key)
     return f"{m:.{digits}f} ± {s:.{digits}f}"
 
 
 def t_interval(diffs, confidence: float = CONFIDENCE) -> tuple[float, float]:
-    """The two-sided t interval of the mean of ``diffs`` (n - 1 degrees of freedom); (nan, nan) for one value."""
+    """The two-sided t interval of the mean of ``diffs`` (n - 1 degrees of freedom); (nan, nan) for one value.
+
+    Notebooks 01-07: every verdict.
+    """
     d = np.asarray(diffs, dtype=float)
     if len(d) < 2:
         return float("nan"), float("nan")
@@ -90,6 +108,7 @@ def t_interval(diffs, confidence: float = CONFIDENCE) -> tuple[float, float]:
 
 def seeds_needed(mean_diff: float, sd: float, margin: float, confidence: float = CONFIDENCE) -> int | None:
     """Fewest paired seeds whose interval, at the observed mean and spread, would exclude zero or fit the margin.
+    Notebooks 01-07: every verdict.
 
     None when no number up to ``MAX_SEEDS_SUGGESTED`` would (the mean sits right at the margin's edge).
     """
@@ -105,6 +124,7 @@ def seeds_needed(mean_diff: float, sd: float, margin: float, confidence: float =
 @dataclass
 class Comparison:
     """Arm A against arm B on one metric: per-seed differences, their interval and what it concludes.
+    Notebooks 01-07: every verdict.
 
     ``diff`` and the interval are A - B in the metric's own direction (positive: A scores higher).
     ``untuned`` is the untuned model's score on the same metric, when known.
@@ -232,6 +252,7 @@ def _pairs(a_results, b_results, key: str):
 def compare(a_name: str, a_results, b_name: str, b_results, key: str = "test", margin: float | None = None,
             untuned: float | None = None, metric: str = "Spearman", baseline: str = "b") -> Comparison:
     """Compare two arms on ``key``: paired by seed where the seeds match, else Welch's unpaired interval.
+    Notebooks 01-07: every verdict.
 
     ``margin``: the equivalence margin (default: ``EQUIVALENCE_MARGINS`` for ``metric``).
     ``untuned``: the untuned model's score on the same key, for the baseline-gain line.
@@ -269,6 +290,7 @@ STATUS = {
 def judge(comparison: Comparison, expect: str = "a_better", higher_is_better: bool = True) -> str:
     """What the comparison says about a claim: ``supported``, ``contradicted``, ``no difference``,
     ``inconclusive`` or ``no verdict``.
+    Notebooks 01-07: every verdict.
 
     ``expect``: ``a_better`` (the claim says A beats B), ``b_better``, ``a_not_worse`` (A keeps B's
     quality: non-inferiority within the margin) or ``equivalent`` (the claim says it makes no difference).
@@ -298,7 +320,10 @@ def judge(comparison: Comparison, expect: str = "a_better", higher_is_better: bo
 
 def verdict(claim: str, comparison: Comparison, supported_if_a_better: bool = True, metric: str = "test score",
             higher_is_better: bool = True, expect: str | None = None) -> str:
-    """One computed paragraph: the claim, what was measured (with the interval), and the verdict."""
+    """One computed paragraph: the claim, what was measured (with the interval), and the verdict.
+
+    Notebooks 01-07: every verdict.
+    """
     expect = expect or ("a_better" if supported_if_a_better else "b_better")
     j = judge(comparison, expect, higher_is_better)
     if j == "no verdict" and comparison.baseline_too_weak and comparison.n >= 2:
@@ -324,7 +349,10 @@ def verdict_keeps(claim: str, comparison: Comparison, margin: float = KEEPS_MARG
 
 
 def results_table(results_by_arm: dict, keys=("dev", "test", "wall_s")):
-    """A pandas table: one row per arm, ``mean ± sd`` per key, and the number of seeds."""
+    """A pandas table: one row per arm, ``mean ± sd`` per key, and the number of seeds.
+
+    Notebooks 01-07: every verdict.
+    """
     import pandas as pd
 
     rows = []
