@@ -118,6 +118,9 @@ if [ "$REF_LIMIT" -ge 60 ]; then
   n=0
   for group in "${GROUPS_[@]}"; do
     n=$((n + 1))
+    # Each store starts as a copy of the committed records, so that finished runs are skipped (resumable).
+    mkdir -p "$OUT/reference/w$n"
+    cp results/reference/*.jsonl "$OUT/reference/w$n/" 2>/dev/null
     # shellcheck disable=SC2086 # a group is several experiment keys
     timeout -s INT -k 20 "$REF_LIMIT" "$PYTHON" -m helpers.reference --experiment $group --store "$OUT/reference/w$n" \
       > "$OUT/reference-w$n.log" 2>&1 &
@@ -129,7 +132,7 @@ fi
 step tests 150 "$PYTHON" -m pytest tests/test_gpu.py -m gpu -q -p no:cacheprovider -rs
 wait
 if [ -d "$OUT/reference" ]; then
-  say "reference: $(cat "$OUT"/reference/w*/*.jsonl 2>/dev/null | grep -c '"kind": "run"') runs stored in $OUT/reference/w*/"
+  say "reference: $(cat "$OUT"/reference/w*/*.jsonl 2>/dev/null | grep -c '"kind": "run"') run records in $OUT/reference/w*/ (the committed ones included); merge them with tools/merge_reference.py"
 fi
 say "done in $(( $(date +%s) - START )) s; $( [ $FAILED = 0 ] && echo 'every step ran' || echo 'some steps FAILED (see above)' )."
 exit $FAILED
