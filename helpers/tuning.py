@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 import warnings
 from dataclasses import asdict, fields, replace
 from pathlib import Path
@@ -197,15 +198,19 @@ def _storage(url: str):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        try:
-            # several SQLite writers: wait for the lock instead of failing
-            engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_INTERVAL,
-                                              grace_period=GRACE_PERIOD)
-        except Exception as exc:  # a malformed URL, a missing database driver, a file that is not a database
-            raise ValueError(f"Cannot open the study storage {url!r} ({type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0] if str(exc) else ''}). Give a file path such as "
-                             "runs/study.db or a database URL such as postgresql://user@host/db.") from None
+        # several SQLite writers: wait for the lock instead of failing
+        engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
+        for attempt in range(3):
+            try:
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_INTERVAL,
+                                                  grace_period=GRACE_PERIOD)
+            except Exception as exc:  # a malformed URL, a missing database driver, a file that is not a database
+                if "already exists" in str(exc) and attempt < 2:  # another process created the tables just now
+                    time.sleep(0.5)  # (torchrun ranks open a new study at once); the next try finds them
+                    continue
+                raise ValueError(f"Cannot open the study storage {url!r} ({type(exc).__name__}: "
+                                 f"{str(exc).splitlines()[0] if str(exc) else ''}). Give a file path such as "
+                                 "runs/study.db or a database URL such as postgresql://user@host/db.") from None
 
 
 def settings_record(base: TrainConfig, space: dict, data=None, subset_fraction: float | None = None) -> dict:

@@ -334,3 +334,26 @@ def test_pruning_savings_counts_steps_run_against_steps_planned():
     # planned: 20 x 1.25 = 25, and 10 x 1.25 = 12.5, rounded up to 13
     assert s == {"steps run": 30, "steps without pruning": 38, "saved": pytest.approx(1 - 30 / 38, rel=1e-12)}
     assert S.pruning_savings(made_up_study([]), epochs=1) == {"steps run": 0, "steps without pruning": 0, "saved": 0.0}
+
+
+def test_a_storage_another_process_is_creating_is_opened_on_retry(monkeypatch):
+    """torchrun's ranks open a new SQLite study at once; the loser of the race sees 'table ... already exists'
+    from the tables the winner just made, and must open the storage on its next try, not fail."""
+    import optuna
+
+    from helpers import tuning
+
+    calls = []
+
+    def racing(url, **kwargs):
+        calls.append(url)
+        if len(calls) == 1:
+            raise RuntimeError("(sqlite3.OperationalError) table studies already exists")
+        return "storage"
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", racing)
+    monkeypatch.setattr(tuning.time, "sleep", lambda s: None)
+    assert tuning._storage("sqlite:///x.db") == "storage" and len(calls) == 2
+    monkeypatch.setattr(optuna.storages, "RDBStorage", lambda url, **k: (_ for _ in ()).throw(RuntimeError("bad")))
+    with pytest.raises(ValueError, match="Cannot open the study storage"):
+        tuning._storage("sqlite:///x.db")
