@@ -86,9 +86,10 @@ notebooks: $(STAMP)
 	$(BIN)/python benchmarks/bench_notebooks.py --inplace --scale $${WORKSHOP_SCALE:-workshop} $(if $(NB),--only $(NB),)
 
 # The reference runs behind every notebook's reference verdicts (results/reference/*.jsonl): resumable,
-# a rerun skips finished runs. ONLY="01 02" limits it to notebooks, EXPERIMENT="schedule" to experiments.
+# a rerun skips finished runs. ONLY="01 02" limits it to notebooks, EXPERIMENT="schedule" to experiments;
+# BEST_FIRST=1 runs each arm at its best rate so far first (the runs that decide the claims).
 reference: $(STAMP)
-	nice -n 10 $(BIN)/python -m helpers.reference $(if $(ONLY),--only $(ONLY),) $(if $(EXPERIMENT),--experiment $(EXPERIMENT),)
+	nice -n 10 $(BIN)/python -m helpers.reference $(if $(ONLY),--only $(ONLY),) $(if $(EXPERIMENT),--experiment $(EXPERIMENT),) $(if $(BEST_FIRST),--best-first,)
 
 # Speed and memory figures (benchmarks/README.md); BENCH="freezing inbatch" runs only those.
 bench: $(STAMP)

@@ -4,7 +4,8 @@ Executes each numbered notebook headless at workshop scale (``jupyter nbconvert
 --execute``) and times it; ``--smoke-suite`` also times the whole smoke test suite
 (``make test-py test-nb``). Goals: each notebook within 5 minutes at workshop scale;
 the smoke suite within 20 minutes. ``--inplace`` keeps the executed notebooks as the
-stored outputs (``make notebooks`` uses this).
+stored outputs (``make notebooks`` uses this), their progress bars as finished text lines
+(``tools/finish_outputs.py``).
 """
 from __future__ import annotations
 
@@ -29,7 +30,10 @@ def execute(nb: Path, scale: str, inplace: bool) -> tuple[float, int]:
            "--ExecutePreprocessor.timeout=3600", "--ExecutePreprocessor.kernel_name=python3", str(nb)]
     start = time.perf_counter()
     rc = subprocess.call(cmd, env=env, cwd=ROOT)
-    return time.perf_counter() - start, rc
+    wall = time.perf_counter() - start
+    if inplace and rc == 0:  # saved progress bars become plain finished lines (tools/finish_outputs.py)
+        subprocess.call([sys.executable, str(ROOT / "tools" / "finish_outputs.py"), str(nb)], cwd=ROOT)
+    return wall, rc
 
 
 def main(argv=None) -> dict:

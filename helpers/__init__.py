@@ -15,7 +15,8 @@ the import graph and fails on any cycle and on any import that points up):
    ``crosseval``, ``rangetest``, ``accumulation``, ``inbatch``, ``tuning``
    (the Optuna study), ``workers`` (running its trials: one process, local
    workers, torchrun), ``transfer`` (does the subset's ranking hold),
-   ``claims`` and ``reference`` (the syllabus's claims and the reference runs that measure them);
+   ``claims``, ``refstore`` and ``reference`` (the syllabus's claims, the reference runs' plan and
+   records, and the runs and verdicts that measure them);
 4. presentation: ``plots/`` and ``widgets/`` (one module per lesson topic), and
    ``search`` (notebook 06's one name for tuning, workers, transfer and plots.search);
 5. applications: ``recipe``, ``cli`` (``python -m helpers``) and this facade.
@@ -68,7 +69,7 @@ _SUBMODULES = (
     "accumulation", "batching", "callbacks", "cli", "codesearch", "config", "crosseval", "data", "distributed",
     "evaluation", "experiments", "freezing", "inbatch", "losses", "measure", "models", "plots", "rangetest",
     "recipe", "results", "schedules", "search", "settings", "stopping", "tasks", "training", "transfer", "tuning",
-    "verdicts", "widgets", "workers", "claims", "reference", "devices", "datafetch", "records",
+    "verdicts", "widgets", "workers", "claims", "refstore", "reference", "devices", "datafetch", "records",
 )
 _ALIASES = {"curve_plots": "plots", "batch_plots": "plots", "batch_widgets": "widgets", "memory": "measure"}
 

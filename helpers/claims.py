@@ -22,10 +22,14 @@ from dataclasses import dataclass, field
 STSB = dict(task="stsb", train_size="all", dev_size="all", test_size="all", epochs=1, batch_size=16,
             max_seq_length=128, evals_per_epoch=2, eval_loss=False, loss="cosent", weight_decay=0.01,
             precision="bf16")
-STSB_SMALL = dict(STSB, train_size=128, epochs=8, evals_per_epoch=1)  # notebook 04's overfitting regime
 CODE = dict(task="codesearch", train_size=1000, dev_size=200, test_size="all", epochs=1, batch_size=32,
             max_seq_length=64, evals_per_epoch=2, eval_loss=False, loss="mnrl", learning_rate=5e-5,
             weight_decay=0.01, precision="bf16")
+# Small in-domain data where full fine-tuning both helps and overfits. On 128 STS-B pairs (8 epochs) the
+# untuned model was never beaten (test gain +0.0001), so nothing could be decided there; on 128 code-search
+# pairs, 10 epochs at 1e-4, the dev score peaks after 2 epochs and the validation loss rises from the first,
+# while the test score still ends above the untuned model (pilot, seed 0).
+CODE_SMALL = dict(CODE, train_size=128, epochs=10, evals_per_epoch=1)
 
 SEEDS = (0, 1, 2)
 RATES = (2e-5, 5e-5, 1e-4)  # a log grid from the syllabus's 2e-5 up
@@ -95,8 +99,9 @@ EXPERIMENTS = [
                       "top block only": {"freeze_layers": 5},
                       "gradual unfreezing": {"gradual_unfreezing": True, "epochs": 3}},
                rates=(2e-5, 5e-5, 1e-4), priority=6),
-    Experiment("freezing_small", "02_layer_freezing", "Does freezing prevent overfitting on 128 pairs?",
-               STSB_SMALL, {"full": {}, "freeze emb + 4": {"freeze_layers": 4}},
+    Experiment("freezing_small", "02_layer_freezing",
+               "Does freezing prevent overfitting on small data (128 code-search pairs, 10 epochs)?",
+               CODE_SMALL, {"full": {}, "freeze emb + 4": {"freeze_layers": 4}},
                rates=(2e-5, 5e-5, 1e-4), priority=5),
     Experiment("domain_shift", "02_layer_freezing",
                "Code search (domain shift): all layers with 1e-5 for the lower ones, against freezing.",
@@ -109,9 +114,9 @@ EXPERIMENTS = [
                STSB, {"wd 0.01": {"weight_decay": 0.01}, "wd 0": {"weight_decay": 0.0},
                       "wd 0.1": {"weight_decay": 0.1}}, rates=(2e-5, 5e-5), priority=8),
     Experiment("stopping", "04_validation_and_early_stopping",
-               "Early stopping (patience 3) watching the metric against the validation loss, on 128 pairs.",
-               dict(STSB_SMALL, epochs=12, evals_per_epoch=2, eval_loss=True, learning_rate=5e-5),
-               {"watch Spearman": {"early_stopping_patience": 3, "early_stopping_metric": "task"},
+               "Early stopping (patience 3) watching the metric against the validation loss, on 128 code-search pairs.",
+               dict(CODE_SMALL, eval_loss=True, learning_rate=1e-4),
+               {"watch the metric": {"early_stopping_patience": 3, "early_stopping_metric": "task"},
                 "watch loss": {"early_stopping_patience": 3, "early_stopping_metric": "loss"},
                 "no stopping": {}}, priority=5),
     Experiment("losses", "05_losses_for_the_task", "CoSENT against CosineSimilarityLoss on STS-B.",
@@ -144,7 +149,7 @@ CLAIMS = [
     Claim("gradual", "02_layer_freezing", "Gradual unfreezing beats training everything at once", "freezing",
           "gradual unfreezing", "full", note="Gradual unfreezing runs 3 epochs (one more layer per epoch); "
           "the other arms run 1, so it also gets more steps."),
-    Claim("freeze_small", "02_layer_freezing", "Freezing prevents overfitting on small data (128 pairs)",
+    Claim("freeze_small", "02_layer_freezing", "Freezing prevents overfitting on small data (128 pairs, 10 epochs)",
           "freezing_small", "freeze emb + 4", "full"),
     Claim("domain_shift", "02_layer_freezing",
           "Under domain shift, unfreezing all with 1e-5 for the lower layers beats freezing", "domain_shift",
@@ -155,10 +160,10 @@ CLAIMS = [
           "wd 0.01", "wd 0", "a_not_worse"),
     Claim("stop_metric", "04_validation_and_early_stopping",
           "Early stopping on the task metric keeps a better model than on the validation loss", "stopping",
-          "watch Spearman", "watch loss"),
+          "watch the metric", "watch loss"),
     Claim("stopping_helps", "04_validation_and_early_stopping",
           "Early stopping (patience 3, best model kept) beats training to the end", "stopping",
-          "watch Spearman", "no stopping"),
+          "watch the metric", "no stopping"),
     Claim("cosent", "05_losses_for_the_task", "CoSENT beats CosineSimilarityLoss on STS-B", "losses",
           "CoSENT", "CosineSimilarityLoss"),
 ]

@@ -11,224 +11,27 @@ records (never typed).
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
-import hashlib
-import json
-import os
-import platform
-import subprocess
 import sys
-import time
-from dataclasses import asdict, fields
 from pathlib import Path
 
 from .claims import CLAIMS, EXPERIMENTS, Claim, Experiment, claim, experiment
-from .config import pick_device
-from .evaluation import score
-from .models import load_model
-from .settings import TrainConfig
-from .training import prepare_task, train
+from .refstore import (REFERENCE_DIR, SCHEMA, SMOKE, UNTUNED_FIELDS, append_record, device_kind,  # noqa: F401
+                       load_records, plan, record_of, run_config, run_key, store_path, untuned_key, untuned_record)
+from .training import train
 from .verdicts import compare, default_margin, judge, verdict
-
-ROOT = Path(__file__).resolve().parent.parent
-REFERENCE_DIR = ROOT / "results" / "reference"
-SCHEMA = 1
-SMOKE = dict(train_size=24, dev_size=24, test_size=24, epochs=1, batch_size=8, max_seq_length=32,
-             evals_per_epoch=1)
-
-
-# ---------------------------------------------------------------- planning
-def run_config(exp: Experiment, arm: str, rate: float | None, seed: int, smoke: bool = False) -> TrainConfig:
-    """The TrainConfig of one reference run (``smoke``: tiny sizes for tests, same structure).
-
-    Reference runs: every notebook's "Reference verdicts" section (notebooks 00-05).
-    """
-    changes = {**exp.base, **exp.arms[arm], "seed": seed, "scale": "full"}
-    if exp.device:  # a claim about one kind of device runs there, whatever else the machine has
-        changes["device"] = exp.device
-    if rate is not None:
-        changes["learning_rate"] = rate
-    if smoke:
-        changes.update(SMOKE, epochs=2 if exp.arms[arm].get("gradual_unfreezing") else 1)
-    return TrainConfig(**changes)
-
-
-def plan(exp: Experiment, smoke: bool = False) -> list[dict]:
-    """Every run of ``exp``: ``{experiment, arm, rate, seed, config, key}``, seeds outermost (paired order).
-
-    Reference runs: every notebook's "Reference verdicts" section (notebooks 00-05).
-    """
-    seeds = exp.seeds[:2] if smoke else exp.seeds
-    rates = (exp.rates[:2] if smoke else exp.rates) or (None,)
-    runs = []
-    for seed in seeds:
-        for rate in rates:
-            for arm in exp.arms:
-                cfg = run_config(exp, arm, rate, seed, smoke)
-                runs.append({"experiment": exp.key, "arm": arm, "rate": cfg.learning_rate, "seed": seed,
-                             "config": cfg, "key": run_key(cfg, exp.device)})
-    return runs
-
-
-def run_key(cfg: TrainConfig, device: str | None = None) -> str:
-    """A stable id of a run's settings: runs with the same settings are one run, whichever experiment asks.
-    Reference runs: every notebook's "Reference verdicts" section (notebooks 00-05).
-
-    The device is not part of the settings, so a run made on a GPU serves a CPU's plan too, except for
-    experiments about one kind of device (``Experiment.device``, e.g. bf16 on the CPU): their keys
-    carry ``device``, so a GPU run of the same settings never stands in for the CPU's.
-    """
-    d = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name not in ("output_dir", "device")}
-    if device:
-        d["device_kind"] = device
-    return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-UNTUNED_FIELDS = ("model", "task", "train_size", "dev_size", "test_size", "max_seq_length")
-
-
-def untuned_key(cfg: TrainConfig | dict, python: str | None = None) -> str:
-    """What the untuned score depends on: the model, the data and the sequence length.
-    Reference runs: every notebook's "Reference verdicts" section (notebooks 00-05).
-
-    The code-search task is built from the running Python's standard library
-    (:mod:`helpers.codesearch`), so its data, and its key, also depend on the
-    Python version (``python``, default: this one).
-    """
-    if not isinstance(cfg, dict):  # the resolved settings, as the untuned record stores them
-        rc = cfg.resolved()
-        cfg = {k: getattr(rc, k) for k in UNTUNED_FIELDS}
-    get = cfg.get
-    d = {k: get(k) for k in UNTUNED_FIELDS}
-    d["kind"] = "untuned"
-    if d["task"] == "codesearch":
-        d["python"] = ".".join((python or platform.python_version()).split(".")[:2])
-    return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-# ---------------------------------------------------------------- the store
-def store_path(notebook: str, store: Path | None = None) -> Path:
-    """Reference runs: every notebook's "Reference verdicts" section (notebooks 00-05)."""
-    return Path(store or REFERENCE_DIR) / f"{notebook}.jsonl"
-
-
-def load_records(store: Path | None = None) -> dict[str, dict]:
-    """Every finished record in the store, by key (a later record for the same key wins).
-
-    Reference runs: every notebook's "Reference verdicts" section (notebooks 00-05).
-    """
-    out: dict[str, dict] = {}
-    folder = Path(store or REFERENCE_DIR)
-    for path in sorted(folder.glob("*.jsonl")) if folder.exists() else []:
-        for line in path.read_text(encoding="utf-8").splitlines():
-            line = line.strip()
-            if line:
-                rec = json.loads(line)
-                if rec.get("kind") == "untuned":  # keyed by what it depends on (older records: without Python)
-                    rec["key"] = untuned_key(rec["config"], rec.get("versions", {}).get("python"))
-                elif _device_specific(rec):  # keyed by the device it ran on (older records: without it)
-                    rec["key"] = _device_key(rec)
-                out[rec["key"]] = rec
-    return out
-
-
-def _device_specific(rec: dict) -> bool:
-    exp = next((e for e in EXPERIMENTS if e.key == rec.get("experiment")), None)
-    return rec.get("kind") == "run" and exp is not None and exp.device is not None
-
-
-def _device_key(rec: dict) -> str:
-    """The key of a run of a device-specific experiment: its plan's settings plus the device it ran on."""
-    exp = experiment(rec["experiment"])
-    smoke = rec["config"].get("train_size") == SMOKE["train_size"]
-    cfg = run_config(exp, rec["arm"], rec["rate"] if exp.rates else None, rec["seed"], smoke)
-    return run_key(cfg, device_kind(rec))
-
-
-def append_record(path: Path, record: dict) -> None:
-    """Append one record as one line, flushed to disk (an interrupted run never leaves half a line).
-
-    Reference runs: every notebook's "Reference verdicts" section (notebooks 00-05).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps(record, sort_keys=True, default=_json_default) + "\n"
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(line)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _json_default(obj):
-    if isinstance(obj, (set, tuple)):
-        return list(obj)
-    if hasattr(obj, "item"):
-        return obj.item()
-    return str(obj)
-
-
-def provenance() -> dict:
-    """Versions and git commit, stored in every record.
-
-    Reference runs: every notebook's "Reference verdicts" section (notebooks 00-05).
-    """
-    import sentence_transformers
-    import torch
-    import transformers
-
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                text=True, timeout=10).stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        commit = "unknown"
-    return {"torch": torch.__version__, "transformers": transformers.__version__,
-            "sentence_transformers": sentence_transformers.__version__, "python": platform.python_version(),
-            "machine": platform.machine(), "cpu_threads": torch.get_num_threads(), "commit": commit}
-
-
-# ---------------------------------------------------------------- running
-def record_of(run: dict, result) -> dict:
-    """The JSON record of one finished run.
-
-    Reference runs: every notebook's "Reference verdicts" section (notebooks 00-05).
-    """
-    return {
-        "schema": SCHEMA, "kind": "run", "key": run["key"], "experiment": run["experiment"], "arm": run["arm"],
-        "rate": run["rate"], "seed": run["seed"], "config": result.config,
-        "metrics": {"dev": result.dev_metric, "dev_start": result.dev_metric_start, "test": result.test_metric,
-                    "best_step": result.best_step, "steps": result.steps, "stop": result.stop_reason},
-        "metric": result.metric, "evals": result.evals,
-        "wall_s": result.wall_time, "steps_per_s": result.steps_per_sec, "peak_mb": result.peak_memory_mb,
-        "device": result.device, "precision": result.precision, "versions": provenance(),
-        "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    }
-
-
-def untuned_record(cfg: TrainConfig) -> dict:
-    """Score the untuned model on the regime's dev and test splits (one record per regime).
-
-    Reference runs: every notebook's "Reference verdicts" section (notebooks 00-05).
-    """
-    rc = cfg.resolved()
-    task = prepare_task(rc)
-    model = load_model(rc.model, device=pick_device(rc.device), max_seq_length=rc.max_seq_length)
-    start = time.perf_counter()
-    dev, test = score(model, task.dev_evaluator), score(model, task.test_evaluator)
-    return {"schema": SCHEMA, "kind": "untuned", "key": untuned_key(cfg), "task": rc.task, "metric": task.metric,
-            "config": {k: getattr(rc, k) for k in ("model", "task", "train_size", "dev_size", "test_size",
-                                                      "max_seq_length")},
-            "metrics": {"dev": dev, "test": test}, "wall_s": time.perf_counter() - start,
-            "versions": provenance(), "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
 
 
 def run_experiment(exp: Experiment, store: Path | None = None, smoke: bool = False, progress: bool = True,
-                   log=print) -> int:
+                   log=print, best_only: bool = False) -> int:
     """Run every unfinished run of ``exp`` (untuned score first); returns how many ran now.
 
+    ``best_only``: only the runs at each arm's current best dev rate (:func:`at_best_rates`), the
+    ones that complete the paired comparisons behind the claims; the other rates wait.
     Reference runs: every notebook's "Reference verdicts" section (notebooks 00-05).
     """
     path = store_path(exp.notebook, store)
     done = load_records(store)
-    runs = plan(exp, smoke)
+    runs = at_best_rates(exp, done, smoke) if best_only else plan(exp, smoke)
     first = runs[0]["config"]
     if untuned_key(first) not in done:
         rec = untuned_record(first)
@@ -244,6 +47,21 @@ def run_experiment(exp: Experiment, store: Path | None = None, smoke: bool = Fal
         log(f"[{exp.key}] {i}/{len(todo)} {run['arm']} rate={run['rate']:g} seed={run['seed']}: "
             f"dev {result.dev_metric:.4f} test {result.test_metric:.4f} ({result.wall_time:.0f} s, {result.precision})")
     return len(todo)
+
+
+def at_best_rates(exp: Experiment, records: dict, smoke: bool = False) -> list[dict]:
+    """The runs of ``exp`` at each arm's best dev rate so far (every rate where an arm has no record yet).
+
+    Where an arm's rate is still open, these are the runs that decide a claim soonest: a paired
+    comparison uses each arm at its best rate only. Reference runs: every notebook's "Reference
+    verdicts" section (notebooks 00-05); ``make reference BEST_FIRST=1``.
+    """
+    best = {arm: best_rate(exp, arm, records, smoke=smoke)[0] for arm in exp.arms}
+    wanted = set(best.items())
+    for c in CLAIMS:  # a claim that pits an arm's in-range best against a fixed high rate needs both
+        if c.experiment == exp.key and "b_rate" in c.extra:
+            wanted |= {(c.a, c.extra["b_rate"]), (c.a, best_rate(exp, c.a, records, c.extra["a_rates"], smoke)[0])}
+    return [r for r in plan(exp, smoke) if best[r["arm"]] is None or (r["arm"], r["rate"]) in wanted]
 
 
 def selected(only: list[str] | None = None, keys: list[str] | None = None) -> list[Experiment]:
@@ -272,14 +90,6 @@ def arm_runs(exp: Experiment, arm: str, rate: float | None, records: dict, smoke
             out.append({"seed": seed, "test": rec["metrics"]["test"], "dev": rec["metrics"]["dev"],
                         "wall_s": rec["wall_s"], "record": rec})
     return out
-
-
-def device_kind(record: dict) -> str:
-    """``cuda``, ``mps`` or ``cpu``: the kind of device a record was trained on (``cuda:0`` -> ``cuda``).
-
-    Reference runs: every notebook's "Reference verdicts" section (notebooks 00-05).
-    """
-    return str(record.get("device") or "cpu").split(":")[0]
 
 
 def same_device_pairs(a_runs: list[dict], b_runs: list[dict]) -> tuple[list[dict], list[dict]]:
@@ -342,6 +152,37 @@ def experiment_records(exp: Experiment, records: dict, smoke: bool = False) -> l
     """
     keys = {r["key"] for r in plan(exp, smoke)}
     return [r for r in records.values() if r.get("kind") == "run" and r["key"] in keys]
+
+
+def rate_table(key: str, store: Path | None = None, records: dict | None = None, smoke: bool = False):
+    """Each arm at each rate of experiment ``key``: seeds, mean dev and test scores, their ranges, and whether it
+    is the arm's best rate on dev (the one its claims use); ``untuned`` in ``attrs``.
+
+    Data of the isolation plot (:func:`helpers.plots.plot_rate_isolation`) in notebooks 01, 02, 03 and 05's
+    "Reference verdicts" sections.
+    """
+    import pandas as pd
+
+    records = load_records(store) if records is None else records
+    exp = experiment(key)
+    rows, first = [], None
+    for arm in exp.arms:
+        best, _ = best_rate(exp, arm, records, smoke=smoke)
+        for rate in (exp.rates[:2] if smoke else exp.rates) or (None,):
+            runs = arm_runs(exp, arm, rate, records, smoke)
+            if not runs:
+                continue
+            first = first or runs[0]["record"]
+            dev, test = [r["dev"] for r in runs], [r["test"] for r in runs]
+            rows.append({"arm": arm, "rate": runs[0]["record"]["rate"], "seeds": len(runs), "dev": sum(dev) / len(dev),
+                         "dev min": min(dev), "dev max": max(dev), "test": sum(test) / len(test),
+                         "test min": min(test), "test max": max(test), "best on dev": rate == best})
+    table = pd.DataFrame(rows)
+    python = first.get("versions", {}).get("python") if first else None
+    untuned = records.get(untuned_key(run_config(exp, next(iter(exp.arms)), None, 0, smoke), python))
+    table.attrs.update(experiment=key, question=exp.question, untuned=untuned["metrics"] if untuned else None,
+                       metric=first.get("metric", "score") if first else "score")
+    return table
 
 
 def describe_store(records: list[dict]) -> str:
@@ -458,6 +299,8 @@ def main(argv=None) -> int:
     p.add_argument("--table", action="store_true", help="print the claim table in Markdown (README) and stop")
     p.add_argument("--store", type=Path, default=None, help="folder of the JSONL records (default results/reference)")
     p.add_argument("--smoke", action="store_true", help="tiny sizes (tests)")
+    p.add_argument("--best-first", action="store_true",
+                   help="first the runs at each arm's best rate so far (they decide the claims), then the rest")
     args = p.parse_args(argv)
     try:
         exps = selected(args.only, args.experiment)
@@ -479,6 +322,9 @@ def main(argv=None) -> int:
             print(f"{e.priority} {e.key:16s} {e.notebook:34s} {done:3d}/{len(runs):3d} runs stored  {e.question}")
         return 0
     try:
+        if args.best_first:
+            for e in exps:
+                run_experiment(e, args.store, args.smoke, progress=sys.stderr.isatty(), best_only=True)
         for e in exps:
             run_experiment(e, args.store, args.smoke, progress=sys.stderr.isatty())
     except KeyboardInterrupt:

@@ -20,7 +20,7 @@ LAYERS = {
         "devices", "datafetch", "records"],
     2: ["settings", "batching", "freezing", "distributed", "callbacks", "training"],
     3: ["experiments", "verdicts", "stopping", "crosseval", "rangetest", "accumulation", "inbatch", "tuning", "transfer",
-        "workers", "claims", "reference"],
+        "workers", "claims", "refstore", "reference"],
     4: ["plots", "widgets", "search"],
     5: ["recipe", "cli", "__main__", "__init__"],
 }

@@ -87,18 +87,36 @@ def plot_arms(results_by_arm: dict[str, list], title: str | None = None):
 
 
 def plot_range_test(rt, advice=(2e-5, 5e-5), ax=None):
-    """Loss against rate on a log axis, the suggestions marked and the advised range shaded (notebook 01)."""
+    """Loss against rate on a log axis, the suggestions marked and the advised range shaded (notebook 01).
+
+    With a probe batch, its loss is the curve (left axis) and its Spearman (scored pairs) or else each
+    step's training loss is drawn on a right axis of its own."""
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 3.6))
-    ax.plot(rt.rates, rt.losses, alpha=0.3, label="loss per step")
-    ax.plot(rt.rates, rt.smoothed, label="smoothed")
-    ax.axvspan(*advice, color="green", alpha=0.12, label="syllabus: 2e-5 to 5e-5")
+    handles = []
+    if rt.probe_losses:
+        right = ax.twinx()
+        if rt.probe_spearman:
+            handles += right.plot(rt.rates, rt.probe_spearman, color="C1", lw=1.2, label="fixed batch: Spearman (right)")
+            right.set_ylabel("Spearman on the fixed batch", color="C1")
+        else:
+            handles += right.plot(rt.rates, rt.losses, color="grey", alpha=0.3, lw=1,
+                                  label="training loss of each step (right)")
+            right.set_ylabel("training loss of the step", color="grey")
+        handles += ax.plot(rt.rates, rt.probe_losses, ".", color="C0", ms=3, label=f"fixed batch of {rt.probe_size}")
+        handles += ax.plot(rt.rates, rt.smoothed, color="C0", label="fixed batch, smoothed")
+        ax.set_ylabel(f"loss on a fixed batch of {rt.probe_size}")
+    else:
+        handles += ax.plot(rt.rates, rt.losses, alpha=0.3, label="loss per step")
+        handles += ax.plot(rt.rates, rt.smoothed, label="smoothed")
+        ax.set_ylabel("training loss")
+    handles.append(ax.axvspan(*advice, color="green", alpha=0.12, label="syllabus: 2e-5 to 5e-5"))
     styles = {"valley": "-", "steep": "--", "min/10": ":"}
     for name, lr in rt.suggestions.items():
-        ax.axvline(lr, color="black", ls=styles.get(name, "-"), lw=1, label=f"{name}: {lr:.1e}")
+        handles.append(ax.axvline(lr, color="black", ls=styles.get(name, "-"), lw=1, label=f"{name}: {lr:.1e}"))
     ax.set_xscale("log")
-    ax.set(xlabel="learning rate", ylabel="training loss", title="learning-rate range test")
-    ax.legend(fontsize=7)
+    ax.set(xlabel="learning rate", title=f"learning-rate range test (rules {rt.spread:.1f} orders of magnitude apart)")
+    ax.legend(handles=handles, fontsize=7, loc="lower left")
     return ax
 
 

@@ -15,6 +15,9 @@ def _quiet_optuna_plot(fn, *args, **kwargs):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        # a parameter every trial sampled at one value (a categorical with one choice so far): the panel is
+        # drawn around that value; matplotlib's note about it would print the site-packages path
+        warnings.filterwarnings("ignore", message="Attempting to set identical", category=UserWarning)
         return fn(*args, **kwargs)
 
 

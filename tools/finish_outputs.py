@@ -1,0 +1,117 @@
+"""Tidy the stored outputs of executed notebooks (``make notebooks`` runs this after executing them).
+
+Progress bars: ``tqdm.auto`` draws a live ipywidgets bar while a learner runs a cell. Saved into the
+notebook, that widget shows as a bar framed by broken-link icons in a trusted JupyterLab and as its
+first frame ("0%| | 0/24") on GitHub and in an untrusted notebook. This replaces each saved tqdm widget
+with its final state as one plain line of text, as tqdm prints it in a terminal:
+
+    runs: 100%|██████████| 24/24 [04:40<00:00, 11.92s/run, test=0.8096]
+
+and drops the widget models nothing shows any more. The other widgets (explorers, dashboards) keep
+their saved state.
+
+    python tools/finish_outputs.py notebooks/*.ipynb
+"""
+from __future__ import annotations
+
+import html
+import sys
+from pathlib import Path
+
+import nbformat
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+BAR_WIDTH = 10
+
+
+def _state(nb) -> dict:
+    return nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
+
+
+def _model(state: dict, ref: str) -> dict | None:
+    return state.get(ref.replace("IPY_MODEL_", ""))
+
+
+def progress_parts(state: dict, model_id: str) -> tuple[str, float, float, str, list[str]] | None:
+    """``(left, value, total, right, model ids)`` when ``model_id`` is a tqdm bar (an HBox of HTML,
+    FloatProgress/IntProgress and HTML), else None."""
+    box = state.get(model_id)
+    if not box or box.get("model_name") != "HBoxModel":
+        return None
+    kids = [_model(state, r) for r in box["state"].get("children", [])]
+    names = [k and k.get("model_name") for k in kids]
+    if len(kids) != 3 or names[0] != "HTMLModel" or names[2] != "HTMLModel" \
+            or names[1] not in ("FloatProgressModel", "IntProgressModel"):
+        return None
+    text = [html.unescape(k["state"].get("value", "")).replace("\u2007", " ").strip() for k in (kids[0], kids[2])]
+    bar = kids[1]["state"]
+    ids = [model_id] + [r.replace("IPY_MODEL_", "") for r in box["state"]["children"]]
+    return text[0], float(bar.get("value", 0) or 0), float(bar.get("max", 0) or 0), text[1], ids
+
+
+def progress_line(left: str, value: float, total: float, right: str) -> str:
+    """One tqdm-style line: ``left|██████████| right``."""
+    filled = int(round(BAR_WIDTH * value / total)) if total else 0
+    bar = "\u2588" * filled + " " * (BAR_WIDTH - filled)
+    return f"{left}|{bar}| {right}".strip()
+
+
+def _refs(value) -> list[str]:
+    if isinstance(value, str):
+        return [value.replace("IPY_MODEL_", "")] if value.startswith("IPY_MODEL_") else []
+    if isinstance(value, dict):
+        value = list(value.values())
+    return [r for v in value for r in _refs(v)] if isinstance(value, list) else []
+
+
+def finish_progress(nb) -> int:
+    """Replace every saved tqdm widget output of ``nb`` by its final line (a stderr stream, as tqdm
+    writes); drop the widget models no output reaches any more. Returns how many were replaced."""
+    state = _state(nb)
+    replaced, dropped = 0, set()
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        outs = []
+        for out in cell.get("outputs", []):
+            view = out.get("data", {}).get(WIDGET_VIEW)
+            parts = progress_parts(state, view["model_id"]) if view else None
+            if parts is None:
+                outs.append(out)
+                continue
+            left, value, total, right, ids = parts
+            outs.append(nbformat.v4.new_output("stream", name="stderr", text=progress_line(left, value, total, right) + "\n"))
+            dropped.update(ids)
+            replaced += 1
+        cell.outputs = outs
+    if dropped:  # the bars' models and their layouts and styles, unless another model still refers to one
+        todo, gone = list(dropped), set()
+        while todo:
+            m = todo.pop()
+            if m in gone or m not in state:
+                continue
+            gone.add(m)
+            todo.extend(_refs(state[m]["state"]))
+        used = {r for m, v in state.items() if m not in gone for r in _refs(v["state"])}
+        for m in gone - used:
+            del state[m]
+    return replaced
+
+
+def main(argv=None) -> int:
+    paths = [Path(p) for p in (argv if argv is not None else sys.argv[1:])]
+    if not paths:
+        print(__doc__.strip().splitlines()[-1].strip(), file=sys.stderr)
+        return 2
+    for p in paths:
+        nb = nbformat.read(p, as_version=4)
+        n = finish_progress(nb)
+        if n:
+            nbformat.write(nb, p)
+        print(f"{p}: {n} progress bar{'s' if n != 1 else ''} stored as text")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
