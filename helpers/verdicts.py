@@ -145,6 +145,7 @@ class Comparison:
     untuned: float | None = None
     baseline: str = "b"  # which arm is "the training being tuned" for the gain line
     diffs: list = field(default_factory=list)
+    key: str = "test"  # the split compared ("dev" or "test"), named in the verdict's "Measured (...)" line
 
     @property
     def n(self) -> int:
@@ -264,7 +265,7 @@ def compare(a_name: str, a_results, b_name: str, b_results, key: str = "test", m
         d = va - vb
         low, high = t_interval(d)
         return Comparison(a_name, b_name, float(va.mean()), float(vb.mean()), float(d.mean()), low, high,
-                          len(va), len(vb), True, float(d.std(ddof=1)), margin, untuned, baseline, d.tolist())
+                          len(va), len(vb), True, float(d.std(ddof=1)), margin, untuned, baseline, d.tolist(), key)
     va, vb = values(a_results, key), values(b_results, key)
     diff = float(va.mean() - vb.mean()) if len(va) and len(vb) else float("nan")
     if len(va) < 2 or len(vb) < 2:
@@ -276,7 +277,7 @@ def compare(a_name: str, a_results, b_name: str, b_results, key: str = "test", m
         half = stats.t.ppf(0.5 + CONFIDENCE / 2, df) * se
         low, high = diff - half, diff + half
     return Comparison(a_name, b_name, float(va.mean()), float(vb.mean()), diff, low, high, len(va), len(vb),
-                      False, 0.0, margin, untuned, baseline)
+                      False, 0.0, margin, untuned, baseline, key=key)
 
 
 STATUS = {
@@ -318,13 +319,15 @@ def judge(comparison: Comparison, expect: str = "a_better", higher_is_better: bo
     raise ValueError(f"Unknown expectation {expect!r}; use a_better, b_better, a_not_worse or equivalent.")
 
 
-def verdict(claim: str, comparison: Comparison, supported_if_a_better: bool = True, metric: str = "test score",
+def verdict(claim: str, comparison: Comparison, supported_if_a_better: bool = True, metric: str | None = None,
             higher_is_better: bool = True, expect: str | None = None) -> str:
     """One computed paragraph: the claim, what was measured (with the interval), and the verdict.
+    ``metric`` names what was measured (default: the compared split, e.g. "dev score").
 
     Notebooks 01-07: every verdict.
     """
     expect = expect or ("a_better" if supported_if_a_better else "b_better")
+    metric = metric or f"{comparison.key} score"
     j = judge(comparison, expect, higher_is_better)
     if j == "no verdict" and comparison.baseline_too_weak and comparison.n >= 2:
         status = NO_VERDICT_WEAK_BASELINE
@@ -336,7 +339,7 @@ def verdict(claim: str, comparison: Comparison, supported_if_a_better: bool = Tr
     return f"Claim: {claim}\nMeasured ({metric}): {comparison.sentence(metric, higher_is_better)}\nVerdict: {status}."
 
 
-def verdict_keeps(claim: str, comparison: Comparison, margin: float = KEEPS_MARGIN, metric: str = "test score",
+def verdict_keeps(claim: str, comparison: Comparison, margin: float = KEEPS_MARGIN, metric: str | None = None,
                   higher_is_better: bool = True) -> str:
     """A verdict for claims that A *keeps* B's quality (notebook 02: freezing, layer-wise rates).
 
