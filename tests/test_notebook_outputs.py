@@ -99,3 +99,20 @@ def test_finish_progress_turns_a_bar_into_its_last_line_and_keeps_other_widgets(
     assert out[1]["data"][finish_outputs.WIDGET_VIEW]["model_id"] == "btn"
     assert set(finish_outputs._state(nb)) == {"btn", "lay2"}
     assert finish_outputs.finish_progress(nb) == 0  # idempotent
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem[:2] for p in NOTEBOOKS])
+def test_stored_outputs_name_no_local_folder(path):
+    text = "".join(str(o) for c in code_cells(path) for o in c.outputs)
+    for folder in (str(ROOT) + "/", str(ROOT.parent / "shared")):
+        assert folder not in text, f"{path.name}: a stored output names {folder}; run tools/finish_outputs.py"
+
+
+def test_relative_paths_rewrites_the_project_and_data_folders():
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x", outputs=[
+        nbformat.v4.new_output("stream", name="stdout", text="model: /home/me/ws/runs/m\n"),
+        nbformat.v4.new_output("execute_result", data={"text/plain": "{'data': '/mnt/sts'}"}, execution_count=1)])]
+    assert finish_outputs.relative_paths(nb, root=Path("/home/me/ws"), data_dir="/mnt/sts/") == 2
+    assert nb.cells[0].outputs[0]["text"] == "model: runs/m\n"
+    assert nb.cells[0].outputs[1]["data"]["text/plain"] == "{'data': 'data'}"

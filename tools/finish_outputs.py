@@ -10,11 +10,16 @@ with its final state as one plain line of text, as tqdm prints it in a terminal:
 and drops the widget models nothing shows any more. The other widgets (explorers, dashboards) keep
 their saved state.
 
+Paths: the project folder of the machine that executed the notebook is written relative
+("/home/me/workshop/runs/07_recipe/model" -> "runs/07_recipe/model"), and a data folder taken from
+$WORKSHOP_DATA_DIR as the project's own "data" folder, the one a learner's ``make data`` fills.
+
     python tools/finish_outputs.py notebooks/*.ipynb
 """
 from __future__ import annotations
 
 import html
+import os
 import sys
 from pathlib import Path
 
@@ -99,6 +104,30 @@ def finish_progress(nb) -> int:
     return replaced
 
 
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def relative_paths(nb, root: Path = ROOT, data_dir: str | None = None) -> int:
+    """Rewrite absolute paths of this machine in the stored text outputs; returns how many outputs changed."""
+    data_dir = data_dir if data_dir is not None else os.environ.get("WORKSHOP_DATA_DIR", "")
+    swaps = [(data_dir.rstrip("/"), "data")] if data_dir and not data_dir.startswith(str(root)) else []
+    swaps.append((str(root) + "/", ""))
+    changed = 0
+    for cell in nb.cells:
+        for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            fields = [(out, "text")] if out.get("output_type") == "stream" else \
+                [(out.get("data", {}), k) for k in ("text/plain", "text/html") if k in out.get("data", {})]
+            for holder, key in fields:
+                text = holder[key] if isinstance(holder[key], str) else "".join(holder[key])
+                new = text
+                for old, rel in swaps:
+                    new = new.replace(old, rel)
+                if new != text:
+                    holder[key] = new
+                    changed += 1
+    return changed
+
+
 def main(argv=None) -> int:
     paths = [Path(p) for p in (argv if argv is not None else sys.argv[1:])]
     if not paths:
@@ -106,10 +135,11 @@ def main(argv=None) -> int:
         return 2
     for p in paths:
         nb = nbformat.read(p, as_version=4)
-        n = finish_progress(nb)
-        if n:
+        n, k = finish_progress(nb), relative_paths(nb)
+        if n or k:
             nbformat.write(nb, p)
-        print(f"{p}: {n} progress bar{'s' if n != 1 else ''} stored as text")
+        print(f"{p}: {n} progress bar{'s' if n != 1 else ''} stored as text, {k} output{'s' if k != 1 else ''} "
+              f"with local paths made relative")
     return 0
 
 
