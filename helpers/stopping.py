@@ -249,7 +249,7 @@ def replay_table(evals, rules, signals=("metric",), test=None, total_steps: int 
 
 
 def replay_over_seeds(results, rules, signals=("metric",), every: int = 1) -> dict[str, list[dict]]:
-    """For each rule (and signal), one row per seed's run: ``{"test", "dev", "compute", "stop"}`` (notebook 04).
+    """For each rule (and signal), one row per seed's run: ``{"test", "dev", "compute", "stop", "seed"}`` (notebook 04).
 
     ``results`` are full runs with a ``test_curve`` (see :func:`train_with_test_curve`).
     The rows feed :func:`helpers.verdicts.compare` (``key="test"``). Two reference
@@ -259,14 +259,15 @@ def replay_over_seeds(results, rules, signals=("metric",), every: int = 1) -> di
     for r in results:
         evals = thin(r.evals, every)
         total = r.steps or None
+        seed = (getattr(r, "config", None) or {}).get("seed")  # rules replayed on one run share its seed: paired
         last, best = reference_rows(evals, r, total)
         for name, row in (("no stopping (last)", last), ("no stopping (best dev)", best)):
             out[name].append({"test": row["kept test"], "dev": row["kept dev"], "compute": row["compute used"],
-                              "stop": row["stops at step"]})
+                              "stop": row["stops at step"], "seed": seed})
         for rp in replay_all(evals, rules, signals, r, total):
             name = rp.rule if len(signals) == 1 else f"{rp.rule} on {rp.signal}"
             out.setdefault(name, []).append({"test": rp.kept_test, "dev": rp.kept_dev, "compute": rp.compute,
-                                             "stop": rp.stop_step})
+                                             "stop": rp.stop_step, "seed": seed})
     return out
 
 
