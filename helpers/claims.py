@@ -6,7 +6,8 @@ computes the verdicts from the stored records; the notebooks print them.
 Design (docs/references.md, "Comparing settings fairly"):
 
 * each experiment trains in a regime where the baseline clearly beats the
-  untuned model (full STS-B for a whole epoch; 1,000 code-search pairs);
+  untuned model (full STS-B for a whole epoch; 1,000 code-search pairs; for
+  the small-data claims, 128 code-search pairs for 10 epochs);
 * arms share seeds (same data order, same start), so verdicts are paired;
 * where the claim is about a schedule, a batch, freezing or a loss, the
   learning rate is a nuisance: it is swept per arm (``rates``) and each arm is
