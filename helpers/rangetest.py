@@ -55,6 +55,9 @@ class ProbeLoss:
         self.labels = torch.tensor(batch[label], dtype=torch.float32) if label else None
         self.size = len(batch)
         self.spearman: list[float] = []
+        # CoSENT's loss for a model that gives every sentence one vector: log(1 + pairs the gold scores order)
+        self.ordered_pairs = (sum(1 for a in batch[label] for b in batch[label] if a > b)
+                              if label and loss_name == "cosent" else None)
 
     def __call__(self) -> float:
         import torch
@@ -141,6 +144,12 @@ class RangeTestResult:
     probe_losses: list[float] = field(default_factory=list)  # the fixed batch's loss after each step ([] without)
     probe_size: int = 0
     probe_spearman: list[float] = field(default_factory=list)  # its Spearman after each step (scored pairs only)
+    probe_ordered_pairs: int | None = None  # CoSENT only: pairs of the batch the gold scores order
+
+    @property
+    def collapse_loss(self) -> float | None:
+        """CoSENT's loss on the probe batch for a collapsed model (every sentence one vector): log(1 + pairs)."""
+        return None if self.probe_ordered_pairs is None else math.log1p(self.probe_ordered_pairs)
 
     @property
     def suggestion(self) -> float:
@@ -171,6 +180,10 @@ class RangeTestResult:
             lines.append(f"Spearman on the fixed batch: {rho[0]:.3f} at the start, highest {rho[best]:.3f} once the "
                          f"rate reached {self.rates[best]:.1e}; at the valley's rate {at(self.suggestion):.3f}, "
                          f"at the end {rho[-1]:.3f}.")
+        if self.collapse_loss is not None:
+            lines.append(f"A collapsed model (every sentence one vector) scores log(1 + {self.probe_ordered_pairs:,}) = "
+                         f"{self.collapse_loss:.2f} on this batch; the curve started at {self.smoothed[0]:.2f} and its "
+                         f"lowest point is {min(self.smoothed):.2f}.")
         return "\n".join(lines)
 
 
@@ -244,4 +257,5 @@ def lr_range_test(cfg: TrainConfig | None = None, start: float = 1e-7, end: floa
     return RangeTestResult(rates, sweep.losses[:n], smoothed, suggest(rates, smoothed),
                            stopped_early=n < steps, steps=n, wall_time=run.wall_time,
                            probe_losses=sweep.probe_losses[:n], probe_size=checker.size if checker else 0,
-                           probe_spearman=checker.spearman[:n] if checker else [])
+                           probe_spearman=checker.spearman[:n] if checker else [],
+                           probe_ordered_pairs=checker.ordered_pairs if checker else None)

@@ -39,6 +39,10 @@ def test_range_test_restores_weights_and_records_an_exponential_sweep(sts_small)
     assert np.allclose(ratios, ratios[0])
     assert set(r.suggestions) == {"valley", "steep", "min/10"} and r.suggestion == r.suggestions["valley"]
     assert all(np.isfinite(r.smoothed))
+    labels = sts_small.dev["score"][:64]  # the probe batch: the first validation pairs
+    assert r.probe_ordered_pairs == sum(a > b for a in labels for b in labels)
+    assert r.collapse_loss == pytest.approx(np.log1p(r.probe_ordered_pairs))
+    assert len(r.probe_losses) == r.steps and len(r.probe_spearman) == r.steps
 
 
 def test_range_test_rejects_bad_bounds():
