@@ -37,8 +37,19 @@ def run_experiment(exp: Experiment, store: Path | None = None, smoke: bool = Fal
         rec = untuned_record(first)
         append_record(path, rec)
         log(f"[{exp.key}] untuned: dev {rec['metrics']['dev']:.4f}, test {rec['metrics']['test']:.4f}")
-    todo = [r for r in runs if r["key"] not in done]
-    log(f"[{exp.key}] {len(runs) - len(todo)} of {len(runs)} runs already stored; {len(todo)} to run")
+    ran = _run_all(exp, [r for r in runs if r["key"] not in done], path, len(runs), progress, log)
+    if exp.best_seeds and not smoke:  # chosen once the main seeds' runs are in
+        done = load_records(store)
+        extra = at_best_rates(exp, done, seeds=exp.best_seeds)
+        ran += _run_all(exp, [r for r in extra if r["key"] not in done], path, len(extra), progress, log,
+                        what="runs at the best rates with more seeds")
+    return ran
+
+
+def _run_all(exp: Experiment, todo: list[dict], path: Path, planned: int, progress: bool, log,
+             what: str = "runs") -> int:
+    """Train and store each run of ``todo`` (one JSON line each, as it finishes); returns how many ran."""
+    log(f"[{exp.key}] {planned - len(todo)} of {planned} {what} already stored; {len(todo)} to run")
     for i, run in enumerate(todo, 1):
         result = train(run["config"], progress=progress)
         if result.stop_reason == "interrupted":
@@ -49,19 +60,20 @@ def run_experiment(exp: Experiment, store: Path | None = None, smoke: bool = Fal
     return len(todo)
 
 
-def at_best_rates(exp: Experiment, records: dict, smoke: bool = False) -> list[dict]:
+def at_best_rates(exp: Experiment, records: dict, smoke: bool = False, seeds: tuple | None = None) -> list[dict]:
     """The runs of ``exp`` at each arm's best dev rate so far (every rate where an arm has no record yet).
 
     Where an arm's rate is still open, these are the runs that decide a claim soonest: a paired
-    comparison uses each arm at its best rate only. Reference runs: every notebook's "Reference
-    verdicts" section (notebooks 00-05); ``make reference BEST_FIRST=1``.
+    comparison uses each arm at its best rate only. ``seeds``: other seeds than the main ones (an
+    experiment's ``best_seeds``). Reference runs: every notebook's "Reference verdicts" section
+    (notebooks 00-05); ``make reference BEST_FIRST=1``.
     """
     best = {arm: best_rate(exp, arm, records, smoke=smoke)[0] for arm in exp.arms}
     wanted = set(best.items())
     for c in CLAIMS:  # a claim that pits an arm's in-range best against a fixed high rate needs both
         if c.experiment == exp.key and "b_rate" in c.extra:
             wanted |= {(c.a, c.extra["b_rate"]), (c.a, best_rate(exp, c.a, records, c.extra["a_rates"], smoke)[0])}
-    return [r for r in plan(exp, smoke) if best[r["arm"]] is None or (r["arm"], r["rate"]) in wanted]
+    return [r for r in plan(exp, smoke, seeds) if best[r["arm"]] is None or (r["arm"], r["rate"]) in wanted]
 
 
 def selected(only: list[str] | None = None, keys: list[str] | None = None) -> list[Experiment]:
@@ -78,18 +90,31 @@ def selected(only: list[str] | None = None, keys: list[str] | None = None) -> li
 
 
 # ---------------------------------------------------------------- verdicts from records
-def arm_runs(exp: Experiment, arm: str, rate: float | None, records: dict, smoke: bool = False) -> list[dict]:
-    """The stored records of one arm at one rate, one per seed (missing seeds left out).
+def arm_runs(exp: Experiment, arm: str, rate: float | None, records: dict, smoke: bool = False,
+             main_only: bool = False) -> list[dict]:
+    """The stored records of one arm at one rate, one per seed (missing seeds left out): the main seeds,
+    then the ``best_seeds`` unless ``main_only`` (rates are chosen and compared on the main seeds alone,
+    which every rate has).
 
     Reference runs: every notebook's "Reference verdicts" section (notebooks 00-05).
     """
     out = []
-    for seed in (exp.seeds[:2] if smoke else exp.seeds):
+    for seed in all_seeds(exp, smoke, main_only):
         rec = records.get(run_key(run_config(exp, arm, rate, seed, smoke), exp.device))
         if rec is not None:
             out.append({"seed": seed, "test": rec["metrics"]["test"], "dev": rec["metrics"]["dev"],
                         "wall_s": rec["wall_s"], "record": rec})
     return out
+
+
+def all_seeds(exp: Experiment, smoke: bool = False, main_only: bool = False) -> tuple:
+    """The seeds of ``exp``: the main ones and, unless ``main_only`` or ``smoke``, its ``best_seeds``.
+
+    Reference runs: every notebook's "Reference verdicts" section (notebooks 00-05).
+    """
+    if smoke:
+        return exp.seeds[:2]
+    return exp.seeds if main_only else exp.seeds + tuple(s for s in exp.best_seeds if s not in exp.seeds)
 
 
 def same_device_pairs(a_runs: list[dict], b_runs: list[dict]) -> tuple[list[dict], list[dict]]:
@@ -110,7 +135,7 @@ def best_rate(exp: Experiment, arm: str, records: dict, rates=None, smoke: bool 
     rates = rates or ((exp.rates[:2] if smoke else exp.rates) or (None,))
     means = {}
     for r in rates:
-        runs = arm_runs(exp, arm, r, records, smoke)
+        runs = arm_runs(exp, arm, r, records, smoke, main_only=True)
         if runs:
             means[r] = sum(x["dev"] for x in runs) / len(runs)
     if not means:
@@ -150,7 +175,7 @@ def experiment_records(exp: Experiment, records: dict, smoke: bool = False) -> l
 
     Reference runs: every notebook's "Reference verdicts" section (notebooks 00-05).
     """
-    keys = {r["key"] for r in plan(exp, smoke)}
+    keys = {r["key"] for r in plan(exp, smoke, all_seeds(exp, smoke))}
     return [r for r in records.values() if r.get("kind") == "run" and r["key"] in keys]
 
 
@@ -169,7 +194,7 @@ def rate_table(key: str, store: Path | None = None, records: dict | None = None,
     for arm in exp.arms:
         best, _ = best_rate(exp, arm, records, smoke=smoke)
         for rate in (exp.rates[:2] if smoke else exp.rates) or (None,):
-            runs = arm_runs(exp, arm, rate, records, smoke)
+            runs = arm_runs(exp, arm, rate, records, smoke, main_only=True)  # every rate on the same seeds
             if not runs:
                 continue
             first = first or runs[0]["record"]
@@ -319,7 +344,10 @@ def main(argv=None) -> int:
         for e in exps:
             runs = plan(e, args.smoke)
             done = sum(r["key"] in records for r in runs)
-            print(f"{e.priority} {e.key:16s} {e.notebook:34s} {done:3d}/{len(runs):3d} runs stored  {e.question}")
+            extra = at_best_rates(e, records, seeds=e.best_seeds) if e.best_seeds and not args.smoke else []
+            more = (f" + {sum(r['key'] in records for r in extra)}/{len(extra)} at the best rates with seeds "
+                    f"{','.join(map(str, e.best_seeds))}") if extra else ""
+            print(f"{e.priority} {e.key:16s} {e.notebook:34s} {done:3d}/{len(runs):3d} runs stored{more}  {e.question}")
         return 0
     try:
         if args.best_first:

@@ -46,12 +46,13 @@ def run_config(exp: Experiment, arm: str, rate: float | None, seed: int, smoke: 
     return TrainConfig(**changes)
 
 
-def plan(exp: Experiment, smoke: bool = False) -> list[dict]:
+def plan(exp: Experiment, smoke: bool = False, seeds: tuple | None = None) -> list[dict]:
     """Every run of ``exp``: ``{experiment, arm, rate, seed, config, key}``, seeds outermost (paired order).
 
+    ``seeds``: other seeds than ``exp.seeds`` (e.g. its ``best_seeds``), at every rate.
     Reference runs: every notebook's "Reference verdicts" section (notebooks 00-05).
     """
-    seeds = exp.seeds[:2] if smoke else exp.seeds
+    seeds = seeds if seeds is not None else (exp.seeds[:2] if smoke else exp.seeds)
     rates = (exp.rates[:2] if smoke else exp.rates) or (None,)
     runs = []
     for seed in seeds:

@@ -102,6 +102,43 @@ def test_finish_progress_turns_a_bar_into_its_last_line_and_keeps_other_widgets(
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem[:2] for p in NOTEBOOKS])
+def test_saved_interactive_widgets_are_snapshots(path):
+    """A saved widget shows "disconnected" icons and dead buttons; stored notebooks keep snapshots instead."""
+    nb = nbformat.read(path, as_version=4)
+    views = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if finish_outputs.WIDGET_VIEW in o.get("data", {})]
+    assert not views, f"{path.name}: {len(views)} saved widget outputs; run tools/finish_outputs.py {path.name}"
+    assert not finish_outputs._state(nb), f"{path.name}: saved widget state that no output shows"
+
+
+def test_snapshot_keeps_text_values_and_plots_and_drops_buttons():
+    nb = nbformat.v4.new_notebook()
+    state = {}
+    _widget(state, "title", "HTMLModel", value="<b>Press a part</b> (top first)")
+    _widget(state, "t5", "ToggleButtonModel", description="layer 5", icon="fire", value=False)
+    _widget(state, "t4", "ToggleButtonModel", description="layer 4", icon="snowflake-o", value=True)
+    _widget(state, "dd", "DropdownModel", description="schedule", index=1, _options_labels=["linear", "cosine"])
+    _widget(state, "go", "ButtonModel", description="Train")
+    _widget(state, "img", "ImageModel", format="png")
+    state["img"]["buffers"] = [{"data": "iVBORw0KGgo=", "encoding": "base64", "path": ["value"]}]
+    _widget(state, "status", "HTMLModel", value="<b>finished</b> after 4 steps")
+    _widget(state, "box", "VBoxModel", children=[f"IPY_MODEL_{m}" for m in ("title", "t5", "t4", "dd", "go", "img", "status")])
+    nb.metadata["widgets"] = {finish_outputs.WIDGET_STATE: {"state": state}}
+    nb.cells = [nbformat.v4.new_code_cell("x", outputs=[nbformat.v4.new_output(
+        "display_data", data={finish_outputs.WIDGET_VIEW: {"model_id": "box"}, "text/plain": "VBox(...)"})])]
+    assert finish_outputs.snapshot_widgets(nb) == 1
+    out = nb.cells[0].outputs
+    assert [list(o["data"]) for o in out] == [["text/plain", "text/html"], ["image/png", "text/plain"],
+                                              ["text/plain", "text/html"]]
+    assert out[0]["data"]["text/plain"].splitlines() == [f"({finish_outputs.SNAPSHOT_NOTE})", "Press a part (top first)",
+                                                         "layer 5 (trainable)", "layer 4 (frozen)", "schedule cosine"]
+    assert "Train" not in str(out)
+    assert out[1]["data"]["image/png"] == "iVBORw0KGgo="
+    assert out[2]["data"]["text/plain"] == "finished after 4 steps"
+    assert "widgets" not in nb.metadata
+    assert finish_outputs.snapshot_widgets(nb) == 0  # idempotent
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem[:2] for p in NOTEBOOKS])
 def test_stored_outputs_name_no_local_folder(path):
     text = "".join(str(o) for c in code_cells(path) for o in c.outputs)
     for folder in (str(ROOT) + "/", str(ROOT.parent / "shared")):

@@ -189,3 +189,25 @@ def test_a_gpu_run_never_stands_in_for_a_cpu_claim(tmp_path):
     runs = R.arm_runs(exp, "bf16", None, R.load_records(store))
     assert [r["record"]["device"] for r in runs] == ["cpu"]
     assert R.plan(exp)[0]["key"] != plain  # new runs are stored under the device's key
+
+
+def test_best_seeds_run_only_at_the_best_rate_and_never_move_the_choice(monkeypatch):
+    exp = C.Experiment("tiny", "99_test", "two schedules", dict(C.STSB), {
+        "linear": {"schedule": "linear"}, "constant": {"schedule": "constant", "warmup_fraction": 0.0}},
+        rates=(2e-5, 5e-5), seeds=(0, 1), best_seeds=(2, 3))
+    monkeypatch.setattr(C, "CLAIMS", [])
+
+    def rec(arm, rate, seed, score):
+        cfg = R.run_config(exp, arm, rate, seed)
+        return R.run_key(cfg), {"metrics": {"dev": score, "test": score}, "wall_s": 1.0, "device": "cpu", "rate": rate}
+
+    main = {"linear": {2e-5: 0.80, 5e-5: 0.85}, "constant": {2e-5: 0.84, 5e-5: 0.82}}
+    records = dict(rec(arm, rate, seed, s) for arm, by in main.items() for rate, s in by.items() for seed in (0, 1))
+    extra = R.at_best_rates(exp, records, seeds=exp.best_seeds)
+    assert {(r["arm"], r["rate"], r["seed"]) for r in extra} == {
+        ("linear", 5e-5, 2), ("linear", 5e-5, 3), ("constant", 2e-5, 2), ("constant", 2e-5, 3)}
+    records.update(rec(r["arm"], r["rate"], r["seed"], 0.5) for r in extra)  # poor extra seeds
+    assert R.best_rate(exp, "linear", records)[0] == 5e-5  # chosen on the main seeds only
+    assert [r["seed"] for r in R.arm_runs(exp, "linear", 5e-5, records)] == [0, 1, 2, 3]
+    assert [r["seed"] for r in R.arm_runs(exp, "linear", 5e-5, records, main_only=True)] == [0, 1]
+    assert [r["seed"] for r in R.arm_runs(exp, "linear", 2e-5, records)] == [0, 1]

@@ -7,8 +7,13 @@ with its final state as one plain line of text, as tqdm prints it in a terminal:
 
     runs: 100%|██████████| 24/24 [04:40<00:00, 11.92s/run, test=0.8096]
 
-and drops the widget models nothing shows any more. The other widgets (explorers, dashboards) keep
-their saved state.
+and drops the widget models nothing shows any more.
+
+Interactive widgets (the explorers, the layer picker, the dashboards) only work while their cell's kernel
+runs. Saved, they render with ipywidgets' "disconnected" link icons in a trusted JupyterLab and buttons
+that do nothing. Each is replaced by a **snapshot** of what it showed when the notebook was executed: its
+text (headings, the values of its controls, its status line) as one output, and each of its plots as a
+PNG image, under a line that says to run the cell to use the widget. Nothing is left to click.
 
 Paths: the project folder of the machine that executed the notebook is written relative
 ("/home/me/workshop/runs/07_recipe/model" -> "runs/07_recipe/model"), and a data folder taken from
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import html
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -104,6 +110,104 @@ def finish_progress(nb) -> int:
     return replaced
 
 
+SNAPSHOT_NOTE = "a saved snapshot of an interactive widget: run the cell to use it"
+# a toggle's icon says what its state means (the layer picker: a snowflake for frozen, a flame for trainable)
+ICON_WORDS = {"snowflake-o": "frozen", "snowflake": "frozen", "fire": "trainable", "check": "on"}
+BOXES = ("HBoxModel", "VBoxModel", "BoxModel", "GridBoxModel", "AccordionModel", "TabModel")
+
+
+def _html_text(value: str) -> str:
+    """An HTML widget's value as plain text (``<br>`` and block ends become new lines)."""
+    text = re.sub(r"</t[dh]>", " ", re.sub(r"<br\s*/?>|</(p|div|li|tr|h\d)>", "\n", value or ""))
+    return html.unescape(re.sub(r"<[^>]+>", "", text)).replace("\u200b", "").strip()
+
+
+def _value_label(m: dict) -> str:
+    """What a control shows: a dropdown's chosen label, a slider's value, a toggle's state."""
+    s = m["state"]
+    if "_options_labels" in s and s.get("index") is not None:
+        return str(s["_options_labels"][s["index"]])
+    if "readout_format" in s and isinstance(s.get("value"), (int, float)) and "Log" in m["model_name"]:
+        return f"{s['value']:.1e}"
+    return str(s.get("value", ""))
+
+
+def snapshot_items(state: dict, model_id: str) -> list[tuple[str, str, str]]:
+    """The parts of a saved widget tree, in display order: ``(kind, text, html)`` with kind ``"text"``
+    or ``"png"`` (then ``text`` holds the base64 image). Buttons are left out: a snapshot has nothing
+    to press."""
+    m = state.get(model_id)
+    if m is None:
+        return []
+    name, s = m.get("model_name", ""), m.get("state", {})
+    if name in BOXES:
+        return [it for ref in s.get("children", []) for it in snapshot_items(state, ref.replace("IPY_MODEL_", ""))]
+    if name == "ImageModel":
+        data = next((b["data"] for b in m.get("buffers", []) if b.get("path") == ["value"]), None)
+        return [("png", data, "")] if data and s.get("format", "png") == "png" else []
+    if name in ("HTMLModel", "HTMLMathModel", "LabelModel"):
+        text = _html_text(s.get("value", "")) if name != "LabelModel" else str(s.get("value", ""))
+        return [("text", text, s.get("value", "") if name != "LabelModel" else html.escape(text))] if text else []
+    if name == "ButtonModel" or "value" not in s and "index" not in s:
+        return []
+    if name == "ToggleButtonModel":
+        word = ICON_WORDS.get(s.get("icon", "")) or ("on" if s.get("value") else "off")
+        text = f"{s.get('description', '')} ({word})"
+        return [("text", text, html.escape(text))]
+    if name.endswith("ProgressModel"):
+        text = f"{s.get('description', '')} {s.get('value', 0)}/{s.get('max', 0)}".strip()
+        return [("text", text, html.escape(text))]
+    text = f"{s.get('description', '')} {_value_label(m)}".strip()
+    return [("text", text, html.escape(s.get("description", "")) + f" <b>{html.escape(_value_label(m))}</b>")]
+
+
+def snapshot_outputs(state: dict, model_id: str) -> list:
+    """A saved widget as plain outputs: runs of text as one display (text/plain and text/html, under
+    :data:`SNAPSHOT_NOTE`), each image as an image/png display."""
+    outs, text, markup = [], [f"({SNAPSHOT_NOTE})"], [f"<i>({SNAPSHOT_NOTE})</i>"]
+
+    def flush():
+        if len(text) > (1 if not outs else 0):
+            outs.append(nbformat.v4.new_output("display_data", data={"text/plain": "\n".join(text),
+                                                                       "text/html": "<br>".join(markup)}))
+        text.clear()
+        markup.clear()
+
+    for kind, value, html_value in snapshot_items(state, model_id):
+        if kind == "png":
+            flush()
+            outs.append(nbformat.v4.new_output("display_data", data={"image/png": value,
+                                                                       "text/plain": "<a saved plot>"}))
+        else:
+            text.append(value)
+            markup.append(html_value)
+    flush()
+    return outs
+
+
+def snapshot_widgets(nb) -> int:
+    """Replace every saved widget output of ``nb`` (after :func:`finish_progress`) by its snapshot and drop
+    the saved widget state nothing shows any more; returns how many widgets were replaced."""
+    state = _state(nb)
+    replaced = 0
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        outs = []
+        for out in cell.get("outputs", []):
+            view = out.get("data", {}).get(WIDGET_VIEW)
+            if not view or view["model_id"] not in state:
+                outs.append(out)
+                continue
+            outs.extend(snapshot_outputs(state, view["model_id"]))
+            replaced += 1
+        cell.outputs = outs
+    if replaced and not any(WIDGET_VIEW in o.get("data", {}) for c in nb.cells if c.cell_type == "code"
+                            for o in c.get("outputs", [])):
+        nb.metadata.pop("widgets", None)
+    return replaced
+
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -135,11 +239,11 @@ def main(argv=None) -> int:
         return 2
     for p in paths:
         nb = nbformat.read(p, as_version=4)
-        n, k = finish_progress(nb), relative_paths(nb)
-        if n or k:
+        n, w, k = finish_progress(nb), snapshot_widgets(nb), relative_paths(nb)
+        if n or w or k:
             nbformat.write(nb, p)
-        print(f"{p}: {n} progress bar{'s' if n != 1 else ''} stored as text, {k} output{'s' if k != 1 else ''} "
-              f"with local paths made relative")
+        print(f"{p}: {n} progress bar{'s' if n != 1 else ''} stored as text, {w} widget{'s' if w != 1 else ''} "
+              f"as snapshots, {k} output{'s' if k != 1 else ''} with local paths made relative")
     return 0
 
 

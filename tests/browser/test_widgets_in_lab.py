@@ -4,8 +4,8 @@ Two kinds of test:
 
 - ``test_notebook_opens_cleanly``: every workshop notebook opens in JupyterLab with its kernel
   idle, no error dialog, no browser console error, the widget extension loaded, and its stored
-  widget outputs intact (the text fallback a fresh clone shows, and the saved widget state once
-  the notebook is trusted; never "Error displaying widget").
+  outputs readable untrusted and trusted: saved widgets are stored as snapshots (text and plots,
+  tools/finish_outputs.py), so no "disconnected" icon and never "Error displaying widget".
 - ``test_widgets_in_lab``: for each notebook with widgets, a small scratch notebook runs the
   set-up, the data it needs at smoke scale, and the notebook's own widget cells (copied
   verbatim, so the test follows the notebook), then drives the widgets with the mouse and
@@ -240,10 +240,16 @@ def test_notebook_opens_cleanly(path, lab, lab_page, screenshots):
     assert rendered.count() == len(views), (f"{path.name}: {rendered.count()} of {len(views)} saved widgets "
                                             f"rendered; the other outputs show: {outputs}")
     assert not widget_errors(panel.inner_text()), widget_errors(panel.inner_text())
+    # a saved widget without its kernel shows ipywidgets' broken-link icons; stored notebooks keep snapshots
+    assert panel.locator(".jupyter-widgets-disconnected").count() == 0, f"{path.name}: disconnected widgets"
     shot(page, screenshots, f"open-{path.stem}-trusted")
     for k, view in enumerate(rendered.all(), 1):  # each saved widget, as the notebook stored it
         view.scroll_into_view_if_needed()
         shot(view, screenshots, f"open-{path.stem}-trusted-widget-{k}")
+    snapshots = panel.locator(".jp-Cell-outputArea", has_text="a saved snapshot of an interactive widget")
+    for k, area in enumerate(snapshots.all(), 1):  # each widget as stored: its text and plots, nothing to click
+        area.scroll_into_view_if_needed()
+        shot(area, screenshots, f"open-{path.stem}-trusted-snapshot-{k}")
     assert_clean(page, f"{path.name} (trusted)")
 
 
