@@ -74,6 +74,28 @@ def without_negatives(task: Task) -> Task:
     return replace(task, name=f"{task.name} (no hard negatives)", train=task.train.remove_columns("negative"))
 
 
+def other_negatives(task: Task, seed: int = 0) -> Task:
+    """(anchor, positive) pairs with a ``negative`` column: each anchor gets another row's positive
+    (a seeded shuffle with no row left on its own), so a pair loss can train on the same texts as
+    MultipleNegativesRankingLoss (notebook 05: code search, CoSENT against MNRL).
+
+    These negatives are random, not hard: the same kind MNRL draws from its batch.
+    """
+    tr = task.train
+    if "negative" in tr.column_names:
+        return task
+    n = len(tr)
+    if n < 2:
+        raise ValueError(f"other_negatives needs at least 2 training pairs; {task.name} has {n}")
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    partner = {order[i]: order[(i + 1) % n] for i in range(n)}  # a cycle: nobody is paired with itself
+    positives = list(tr["positive"])
+    train = Dataset.from_dict({**{c: list(tr[c]) for c in tr.column_names},
+                               "negative": [positives[partner[i]] for i in range(n)]})
+    return replace(task, name=f"{task.name} (+ other rows' positives)", train=train)
+
+
 def scored_pairs(task: Task, seed: int = 0) -> Task:
     """Triplets as scored pairs for CoSENT / CosineSimilarityLoss: (anchor, positive, 1.0) and (anchor, negative, 0.0)
     (notebook 05).

@@ -71,7 +71,8 @@ def run_grid(arms: dict, seeds, data=None, keep_models: bool = False, progress: 
                 if not keep_models:
                     r.model = None
                 results[name].append(value)
-                bar.set_postfix(test=f"{r.test_metric:.4f}")
+                if r.test_metric == r.test_metric:  # no test score (final_test off, e.g. notebook 05's cross grid): no postfix
+                    bar.set_postfix(test=f"{r.test_metric:.4f}")
                 bar.update(1)
     finally:
         bar.close()
