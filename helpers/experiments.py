@@ -114,4 +114,18 @@ def start_key(cfg: TrainConfig, data) -> tuple:
             r.device, id(data))
 
 
-__all__ = ["GridResult", "run_grid", "start_key"]
+def untuned_scores(cfg: TrainConfig, task) -> dict:
+    """The untuned model's ``{"dev", "test"}`` scores on ``task``, encoded as ``cfg``'s runs are (its model,
+    device and maximum length): the line every trained arm must clearly beat (notebook 02's code-search verdicts).
+    """
+    from .config import pick_device
+    from .evaluation import score
+    from .models import load_model
+
+    rc = cfg.resolved()
+    model = load_model(rc.model, device=pick_device(rc.device), max_seq_length=rc.max_seq_length)
+    return {"dev": score(model, task.dev_evaluator), "test": score(model, task.test_evaluator)}
+
+
+__all__ = ["GridResult", "run_grid", "start_key", "untuned_scores"]
+

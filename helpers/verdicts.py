@@ -280,6 +280,23 @@ def compare(a_name: str, a_results, b_name: str, b_results, key: str = "test", m
                       False, 0.0, margin, untuned, baseline, key=key)
 
 
+def movement(name: str, results, untuned: float, key: str = "dev", metric: str = "Spearman",
+             margin: float | None = None) -> str:
+    """Did this training move the model? The untuned score, the mean after training over seeds, the change,
+    and whether it exceeds the equivalence margin: where it does not, settings compared on these runs
+    cannot decide a claim (notebooks 02-04: the STS-B runs at workshop scale).
+    """
+    margin = default_margin(metric) if margin is None else margin
+    v = values(results, key)
+    change = float(v.mean()) - untuned
+    text = (f"{name}: {key} {metric} {untuned:.4f} untuned -> {v.mean():.4f} after training "
+            f"(mean of {len(v)} seed{'s' if len(v) != 1 else ''}), a change of {change:+.4f}")
+    if change > margin:
+        return text + f", more than the {margin:g} margin: these runs can compare settings."
+    return text + (f", no more than the {margin:g} margin: these runs cannot tell settings apart, "
+                   "so they give no verdicts.")
+
+
 STATUS = {
     "supported": "SUPPORTED",
     "contradicted": "CONTRADICTED",

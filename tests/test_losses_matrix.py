@@ -45,6 +45,13 @@ def test_data_variants_for_each_loss(tasks):
     assert sorted(set(scored.dev["score"])) == [0.0, 1.0]
     with pytest.raises(ValueError, match="triplets"):
         X.scored_pairs(pairs)
+    code = tasks["codesearch"]  # pairs only: each anchor gets another row's positive, never its own
+    with_neg = X.other_negatives(code, seed=3)
+    assert with_neg.train.column_names == ["anchor", "positive", "negative"] and len(with_neg.train) == len(code.train)
+    assert all(r["negative"] != r["positive"] for r in with_neg.train)
+    assert sorted(with_neg.train["negative"]) == sorted(code.train["positive"])  # every positive used once
+    assert X.other_negatives(with_neg) is with_neg
+    assert len(X.scored_pairs(with_neg).train) == 2 * len(code.train)
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from helpers import verdicts as V
 from helpers.verdicts import (compare, fmt, judge, mean_sd, results_table, seeds_needed, t_interval, verdict,
                               verdict_keeps)
 
@@ -144,3 +145,11 @@ def test_unknown_expectation_is_refused():
 def test_results_table():
     t = results_table({"a": runs(0.8, 0.82), "b": runs(0.7, 0.72)})
     assert list(t.index) == ["a", "b"] and t.loc["a", "seeds"] == 2 and t.loc["b", "test"] == "0.7100 ± 0.0141"
+
+
+def test_movement_says_whether_training_beat_the_untuned_model_by_more_than_the_margin():
+    runs = [{"seed": s, "dev": v} for s, v in enumerate((0.80, 0.81, 0.82))]
+    moved = V.movement("code", runs, 0.79, metric="nDCG@10")
+    assert "0.7900 untuned -> 0.8100" in moved and "+0.0200" in moved and "can compare settings" in moved
+    still = V.movement("STS-B", [{"seed": 0, "dev": 0.8880}, {"seed": 1, "dev": 0.8882}], 0.8892)
+    assert "-0.0011" in still and "cannot tell settings apart" in still and "0.005 margin" in still
