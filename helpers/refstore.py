@@ -17,9 +17,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from .claims import EXPERIMENTS, Experiment, experiment
-from .config import pick_device
-from .evaluation import score
-from .models import load_model
+from .experiments import untuned_scores
 from .settings import TrainConfig
 from .training import prepare_task
 
@@ -204,9 +202,9 @@ def untuned_record(cfg: TrainConfig) -> dict:
     """
     rc = cfg.resolved()
     task = prepare_task(rc)
-    model = load_model(rc.model, device=pick_device(rc.device), max_seq_length=rc.max_seq_length)
-    start = time.perf_counter()
-    dev, test = score(model, task.dev_evaluator), score(model, task.test_evaluator)
+    start = time.perf_counter()  # loading the model and scoring both splits
+    scores = untuned_scores(rc, task)
+    dev, test = scores["dev"], scores["test"]
     return {"schema": SCHEMA, "kind": "untuned", "key": untuned_key(cfg), "task": rc.task, "metric": task.metric,
             "config": {k: getattr(rc, k) for k in ("model", "task", "train_size", "dev_size", "test_size",
                                                       "max_seq_length")},

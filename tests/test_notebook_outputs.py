@@ -153,3 +153,12 @@ def test_relative_paths_rewrites_the_project_and_data_folders():
     assert finish_outputs.relative_paths(nb, root=Path("/home/me/ws"), data_dir="/mnt/sts/") == 2
     assert nb.cells[0].outputs[0]["text"] == "model: runs/m\n"
     assert nb.cells[0].outputs[1]["data"]["text/plain"] == "{'data': 'data'}"
+
+
+def test_snapshot_of_a_widget_that_starts_with_a_plot_still_carries_the_note():
+    state = {}
+    _widget(state, "img", "ImageModel", format="png")
+    state["img"]["buffers"] = [{"data": "iVBORw0KGgo=", "encoding": "base64", "path": ["value"]}]
+    _widget(state, "box", "VBoxModel", children=["IPY_MODEL_img"])
+    out = finish_outputs.snapshot_outputs(state, "box")
+    assert out[0]["data"]["text/plain"] == f"({finish_outputs.SNAPSHOT_NOTE})" and "image/png" in out[1]["data"]

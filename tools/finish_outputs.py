@@ -76,26 +76,41 @@ def _refs(value) -> list[str]:
     return [r for v in value for r in _refs(v)] if isinstance(value, list) else []
 
 
-def finish_progress(nb) -> int:
-    """Replace every saved tqdm widget output of ``nb`` by its final line (a stderr stream, as tqdm
-    writes); drop the widget models no output reaches any more. Returns how many were replaced."""
-    state = _state(nb)
-    replaced, dropped = 0, set()
+def _replace_widget_outputs(nb, convert) -> int:
+    """Replace each widget output of ``nb`` whose model ``convert(model_id)`` turns into a list of outputs
+    (None: keep it as it is); returns how many were replaced."""
+    replaced = 0
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue
         outs = []
         for out in cell.get("outputs", []):
             view = out.get("data", {}).get(WIDGET_VIEW)
-            parts = progress_parts(state, view["model_id"]) if view else None
-            if parts is None:
+            new = convert(view["model_id"]) if view else None
+            if new is None:
                 outs.append(out)
-                continue
-            left, value, total, right, ids = parts
-            outs.append(nbformat.v4.new_output("stream", name="stderr", text=progress_line(left, value, total, right) + "\n"))
-            dropped.update(ids)
-            replaced += 1
+            else:
+                outs.extend(new)
+                replaced += 1
         cell.outputs = outs
+    return replaced
+
+
+def finish_progress(nb) -> int:
+    """Replace every saved tqdm widget output of ``nb`` by its final line (a stderr stream, as tqdm
+    writes); drop the widget models no output reaches any more. Returns how many were replaced."""
+    state = _state(nb)
+    dropped = set()
+
+    def as_line(model_id):
+        parts = progress_parts(state, model_id)
+        if parts is None:
+            return None
+        left, value, total, right, ids = parts
+        dropped.update(ids)
+        return [nbformat.v4.new_output("stream", name="stderr", text=progress_line(left, value, total, right) + "\n")]
+
+    replaced = _replace_widget_outputs(nb, as_line)
     if dropped:  # the bars' models and their layouts and styles, unless another model still refers to one
         todo, gone = list(dropped), set()
         while todo:
@@ -162,46 +177,33 @@ def snapshot_items(state: dict, model_id: str) -> list[tuple[str, str, str]]:
 
 
 def snapshot_outputs(state: dict, model_id: str) -> list:
-    """A saved widget as plain outputs: runs of text as one display (text/plain and text/html, under
-    :data:`SNAPSHOT_NOTE`), each image as an image/png display."""
-    outs, text, markup = [], [f"({SNAPSHOT_NOTE})"], [f"<i>({SNAPSHOT_NOTE})</i>"]
-
-    def flush():
-        if len(text) > (1 if not outs else 0):
-            outs.append(nbformat.v4.new_output("display_data", data={"text/plain": "\n".join(text),
-                                                                       "text/html": "<br>".join(markup)}))
-        text.clear()
-        markup.clear()
-
+    """A saved widget as plain outputs: runs of text as one display (text/plain and text/html), each image
+    as an image/png display; :data:`SNAPSHOT_NOTE` heads the first text display (a display of its own when
+    the widget starts with an image)."""
+    groups: list = []  # ["text", plain lines, html lines] or ["png", data]
     for kind, value, html_value in snapshot_items(state, model_id):
         if kind == "png":
-            flush()
-            outs.append(nbformat.v4.new_output("display_data", data={"image/png": value,
-                                                                       "text/plain": "<a saved plot>"}))
+            groups.append(["png", value])
+        elif groups and groups[-1][0] == "text":
+            groups[-1][1].append(value)
+            groups[-1][2].append(html_value)
         else:
-            text.append(value)
-            markup.append(html_value)
-    flush()
-    return outs
+            groups.append(["text", [value], [html_value]])
+    if not groups or groups[0][0] != "text":
+        groups.insert(0, ["text", [], []])
+    groups[0][1].insert(0, f"({SNAPSHOT_NOTE})")
+    groups[0][2].insert(0, f"<i>({SNAPSHOT_NOTE})</i>")
+    return [nbformat.v4.new_output("display_data", data={"image/png": g[1], "text/plain": "<a saved plot>"})
+            if g[0] == "png" else
+            nbformat.v4.new_output("display_data", data={"text/plain": "\n".join(g[1]), "text/html": "<br>".join(g[2])})
+            for g in groups]
 
 
 def snapshot_widgets(nb) -> int:
     """Replace every saved widget output of ``nb`` (after :func:`finish_progress`) by its snapshot and drop
     the saved widget state nothing shows any more; returns how many widgets were replaced."""
     state = _state(nb)
-    replaced = 0
-    for cell in nb.cells:
-        if cell.cell_type != "code":
-            continue
-        outs = []
-        for out in cell.get("outputs", []):
-            view = out.get("data", {}).get(WIDGET_VIEW)
-            if not view or view["model_id"] not in state:
-                outs.append(out)
-                continue
-            outs.extend(snapshot_outputs(state, view["model_id"]))
-            replaced += 1
-        cell.outputs = outs
+    replaced = _replace_widget_outputs(nb, lambda m: snapshot_outputs(state, m) if m in state else None)
     if replaced and not any(WIDGET_VIEW in o.get("data", {}) for c in nb.cells if c.cell_type == "code"
                             for o in c.get("outputs", [])):
         nb.metadata.pop("widgets", None)
