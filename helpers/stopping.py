@@ -352,6 +352,26 @@ def train_with_test_curve(cfg, data, **kwargs):
     return result
 
 
+def split_overlap(task) -> dict:
+    """Sizes of a task's training, validation and test sets and how many examples each pair of them shares
+    (notebook 04, section 1).
+
+    An example is a (sentence1, sentence2) pair for STS-B, a query for a retrieval task.
+    """
+    def examples(ev):
+        if hasattr(ev, "queries"):  # InformationRetrievalEvaluator: the query texts
+            return set(ev.queries)
+        return set(zip(ev.sentences1, ev.sentences2))
+
+    cols = task.columns
+    train = set(task.train[cols[0]]) if "score" not in cols else set(zip(task.train[cols[0]], task.train[cols[1]]))
+    sets = {"train": train, "validation": examples(task.dev_evaluator), "test": examples(task.test_evaluator)}
+    return {"sizes": {k: len(v) for k, v in sets.items()},
+            "validation & test": len(sets["validation"] & sets["test"]),
+            "train & validation": len(sets["train"] & sets["validation"]),
+            "train & test": len(sets["train"] & sets["test"])}
+
+
 def restored_check(result, evaluator) -> dict:
     """Re-score an early-stopped run's returned model on the validation set: it must equal the best logged evaluation
     (notebook 04)."""

@@ -207,3 +207,23 @@ def test_plots_draw_from_logged_curves():
     P.plot_seed_curves(runs, cut_step=2)
     assert len(plt.get_fignums()) == 5
     plt.close("all")
+
+
+def test_split_overlap_counts_shared_examples_for_pairs_and_queries():
+    from datasets import Dataset
+
+    sts = SimpleNamespace(
+        columns=["sentence1", "sentence2", "score"],
+        train=Dataset.from_dict({"sentence1": ["a", "b"], "sentence2": ["x", "y"], "score": [0.1, 0.2]}),
+        dev_evaluator=SimpleNamespace(sentences1=["b", "c"], sentences2=["y", "z"]),
+        test_evaluator=SimpleNamespace(sentences1=["c", "d"], sentences2=["z", "w"]))
+    out = S.split_overlap(sts)
+    assert out["sizes"] == {"train": 2, "validation": 2, "test": 2}
+    assert (out["train & validation"], out["validation & test"], out["train & test"]) == (1, 1, 0)
+    ir = SimpleNamespace(
+        columns=["anchor", "positive"],
+        train=Dataset.from_dict({"anchor": ["q1", "q2", "q3"], "positive": ["d1", "d2", "d3"]}),
+        dev_evaluator=SimpleNamespace(queries=["q4", "q5"]), test_evaluator=SimpleNamespace(queries=["q3", "q6"]))
+    out = S.split_overlap(ir)
+    assert out["sizes"] == {"train": 3, "validation": 2, "test": 2}
+    assert (out["train & validation"], out["validation & test"], out["train & test"]) == (0, 0, 1)
