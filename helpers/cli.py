@@ -143,6 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="epochs of every run (default: the scale's, 1 at workshop)")
     f.add_argument("--patience", type=_positive_int, default=3, metavar="N",
                    help="early stopping: evaluations without improvement before the final run stops (default: 3)")
+    f.add_argument("--no-default", action="store_true",
+                   help="skip training the common default (batch 16, 2e-5, 10%% linear warm-up) on the same data; "
+                        "by default it is trained after the final run and the report says whether the tuned "
+                        "configuration beat it")
     sp = sub.add_parser("search", help="only the search on a subset (a stored, resumable Optuna study)",
                         description="Check the data and run (or resume) the Optuna study on a subset; writes "
                                     "DIR/summary.json with the best parameters and keeps the best trial's model "
@@ -196,7 +200,7 @@ def _recipe(args):
                   storage=args.storage, score_range=tuple(args.score_range), loss=args.loss, model=args.model,
                   epochs=args.epochs, patience=getattr(args, "patience", 3), max_seq_length=args.max_seq_length,
                   seed=args.seed, device=args.device, train_size=args.train_size, progress=not args.no_progress,
-                  worker=args.worker)
+                  worker=args.worker, compare_default=not getattr(args, "no_default", False))
 
 
 def main(argv=None) -> int:

@@ -83,15 +83,23 @@ def cost_comparison(study, trials, results: dict) -> dict:
             "transfer re-runs s": sum(r.wall_time for r in results.values())}
 
 
-def transfer_table(trials, results: dict):
+def transfer_table(trials, results: dict, untuned: dict | None = None):
     """One row per re-run trial: its subset score and state, and the larger run's dev and test scores and seconds
-    (notebook 06)."""
+    (notebook 06).
+
+    ``untuned``: ``{"dev", "test"}`` of the model before any training (:func:`helpers.experiments.untuned_scores`),
+    added as a last row, the line every re-run must beat.
+    """
     import pandas as pd
 
     rows = [{"trial": t.number, "on the subset": t.state.name.lower(), "subset score": round(subset_score(t), 4),
              "larger data: dev": round(results[t.number].dev_metric, 4),
              "larger data: test": round(results[t.number].test_metric, 4),
              "seconds": round(results[t.number].wall_time, 1)} for t in trials]
+    if untuned is not None:
+        rows.append({"trial": "untuned", "on the subset": "", "subset score": float("nan"),
+                     "larger data: dev": round(untuned["dev"], 4), "larger data: test": round(untuned["test"], 4),
+                     "seconds": float("nan")})
     return pd.DataFrame(rows).set_index("trial")
 
 

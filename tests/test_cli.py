@@ -79,8 +79,12 @@ def test_recipe_on_a_user_csv(tmp_path, rows, capsys):
     assert final["config"]["loss"] == "cosent" and 0 <= final["test"] <= 1
     assert summary["reload"]["same_test_score"] and summary["reload"]["embedding_dim"] == 384
     assert (out / "model" / "modules.json").exists() and not (out / "best_trial_model").exists()
-    assert {"prepare_s", "search_s", "final_s", "total_s"} <= set(summary["timings"])
+    assert {"prepare_s", "search_s", "final_s", "default_s", "total_s"} <= set(summary["timings"])
     assert "untuned:" in io.out and "tuned:" in io.out and "summary:" in io.out
+    # the common default trained on the same data, and a plain statement of whether the tuned run beat it
+    assert summary["default"]["config"]["learning_rate"] == 2e-5 and 0 <= summary["default"]["test"] <= 1
+    assessment = summary["assessment"]
+    assert assessment["beats_default"] in (True, False) and assessment["notes"] and "default: dev" in io.out
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 import helpers as hp
+from helpers import recipe as R
 
 TRUNCATION = ("{split}: {share} of the texts are longer than {n} tokens and get truncated; raise max_seq_length if "
               "the end of a text matters.")
@@ -71,3 +72,36 @@ def test_profile_counts_duplicates_leakage_and_truncation_in_made_up_files(tmp_p
     unknown = hp.recipe.profile(task, None, max_seq_length=8)  # no tokenizer: words counted, truncation unknown
     assert all(math.isnan(v) for v in unknown["truncated at 8"]) and unknown.loc["train", "words max"] == 12
     assert not any("truncated" in w for w in hp.recipe.profile_warnings(unknown, 8))
+
+
+def _summary(final_dev, best_step, untuned_dev=0.80, default_dev=None):
+    s = {"untuned": {"dev": untuned_dev, "test": 0.75},
+         "final": {"dev": final_dev, "test": 0.76, "steps": 10, "stop_reason": "early stopping", "best_step": best_step}}
+    if default_dev is not None:
+        s["default"] = {"dev": default_dev, "test": 0.77, "steps": 10,
+                        "config": dict(R.COMMON_DEFAULT)}
+    return s
+
+
+def test_assessment_says_when_the_untuned_model_was_kept_and_suggests_what_to_try():
+    a = R.assess(_summary(0.80, best_step=0, default_dev=0.82))
+    assert a["kept_untuned"] is True and a["beats_untuned"] is False and a["beats_default"] is False
+    assert any("untuned model (step 0)" in n and "Try:" in n for n in a["notes"])
+    assert any("did not beat the common default" in n and "--trials" in n for n in a["notes"])
+    report = R.report(_summary(0.80, best_step=0, default_dev=0.82) | {"assessment": a})
+    assert "default: dev 0.8200" in report and report.count("note: ") == 2
+
+
+def test_assessment_when_the_tuned_run_beats_both_and_when_no_default_was_trained():
+    a = R.assess(_summary(0.84, best_step=12, default_dev=0.82))
+    assert (a["kept_untuned"], a["beats_untuned"], a["beats_default"]) == (False, True, True)
+    assert len(a["notes"]) == 1 and "beat the common default on the validation set by +0.0200" in a["notes"][0]
+    a = R.assess(_summary(0.79, best_step=12))  # trained, but below the untuned model; no default trained
+    assert a["beats_untuned"] is False and a["beats_default"] is None
+    assert len(a["notes"]) == 1 and "not above the untuned model's 0.8000" in a["notes"][0]
+    assert R.assess({})["notes"] == []
+
+
+def test_reload_tolerance_follows_the_precision():
+    assert R.reload_tolerance("fp32") < 1e-5 <= 1e-4 < R.reload_tolerance("bf16")
+    assert R.reload_tolerance("fp16") == R.reload_tolerance("bf16")

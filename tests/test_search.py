@@ -357,3 +357,13 @@ def test_a_storage_another_process_is_creating_is_opened_on_retry(monkeypatch):
     monkeypatch.setattr(optuna.storages, "RDBStorage", lambda url, **k: (_ for _ in ()).throw(RuntimeError("bad")))
     with pytest.raises(ValueError, match="Cannot open the study storage"):
         tuning._storage("sqlite:///x.db")
+
+
+def test_transfer_table_ends_with_the_untuned_row():
+    study = made_up_study([(C, 0.3, {1: 0.3}, {}, {}), (P, None, {1: 0.1, 2: 0.2}, {}, {})])
+    runs = {t.number: result(dev=0.5 + t.number / 10, test=0.6 + t.number / 10) for t in study.trials}
+    table = S.transfer_table(study.trials, runs, untuned={"dev": 0.45, "test": 0.55})
+    assert list(table.index) == [0, 1, "untuned"]
+    assert list(table["subset score"])[:2] == [0.3, 0.2]  # a pruned trial: its last evaluation
+    assert table.loc["untuned", "larger data: test"] == 0.55 and math.isnan(table.loc["untuned", "subset score"])
+    assert list(S.transfer_table(study.trials, runs).index) == [0, 1]
