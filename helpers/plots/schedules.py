@@ -60,9 +60,27 @@ def plot_before_after(before: float, after: float, metric: str, ax=None, labels=
     return ax
 
 
-def plot_arms(results_by_arm: dict[str, list], title: str | None = None):
-    """Rate (first seed), smoothed training loss (mean over seeds) and validation metric (mean, min-max band)
-    (notebook 01)."""
+def plot_test_points(results_by_arm: dict[str, list], untuned: float | None = None, ax=None, metric: str = "nDCG@10"):
+    """Each seed's test score per arm (dots), the arm's mean (a bar) and the untuned model (dashed) (notebook 01)."""
+    ax = ax or plt.gca()
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (arm, results) in enumerate(results_by_arm.items()):
+        ys = [r.test_metric for r in results]
+        ax.scatter([i] * len(ys), ys, color=colors[i % len(colors)], s=18, zorder=3)
+        ax.hlines(float(np.mean(ys)), i - 0.3, i + 0.3, color=colors[i % len(colors)], lw=2)
+    if untuned is not None:
+        ax.axhline(untuned, color="grey", ls="--", lw=1, label="untuned")
+        ax.legend(fontsize=7, loc="lower left")
+    ax.set_xticks(range(len(results_by_arm)), [a.replace(", ", ",\n") for a in results_by_arm], fontsize=7,
+                  rotation=30, ha="right")
+    ax.set(title=f"test {metric} per seed (bar: mean)")
+    return ax
+
+
+def plot_arms(results_by_arm: dict[str, list], title: str | None = None, key: str = "dev",
+              untuned: float | None = None):
+    """Rate (first seed), smoothed training loss (mean over seeds) and, with ``key="dev"``, the validation metric
+    (mean, min-max band) or, with ``key="test"``, each seed's test score against ``untuned`` (notebook 01)."""
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (arm, results) in enumerate(results_by_arm.items()):
@@ -74,7 +92,10 @@ def plot_arms(results_by_arm: dict[str, list], title: str | None = None):
             k = max(1, n // 8)
             sm = smooth(mean, k)
             axes[1].plot(np.arange(len(sm)) + k, sm, color=c)
-    plot_seed_bands(results_by_arm, ax=axes[2])
+    if key == "test":
+        plot_test_points(results_by_arm, untuned, ax=axes[2])
+    else:
+        plot_seed_bands(results_by_arm, ax=axes[2])
     axes[0].set(title="learning rate (seed 0)", xlabel="optimizer step")
     axes[0].ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
     axes[0].legend(fontsize=7)
