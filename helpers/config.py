@@ -69,7 +69,7 @@ SCALES: dict[str, Scale] = {
     # CI: tiny subsets, seconds per run, one seed. Numbers are not meaningful.
     "smoke": Scale("smoke", 96, 64, 128, 64, 48, (0,), 1, 16, 64, 2, 32, 32, 48, 20, search_trials=4),
     # Default: meaningful on a 2-core laptop; each notebook 5-14 min on 2 CPU cores (benchmarks/README.md).
-    "workshop": Scale("workshop", 1000, 300, None, 600, 200, (0, 1, 2), 1, 16, 128, 4, 256, 150, 300, 50,
+    "workshop": Scale("workshop", 1000, 300, None, 600, 200, (0, 1, 2), 1, 16, 128, 4, 256, 150, 300, 80,
                       code_seeds=(0, 1, 2, 3, 4)),
     # Everything, for a GPU.
     "full": Scale("full", None, None, None, None, None, (0, 1, 2, 3, 4), 4, 32, 256, 4, None, None, None, 300,
