@@ -92,3 +92,28 @@ def test_batch_scaling_rules():
     assert effective_batch(32, 8) == 256
     with pytest.raises(ValueError, match="none, linear, sqrt"):
         scaled_learning_rate(2e-5, 64, 16, "cubic")
+
+
+def test_plot_arms_shows_each_seeds_test_score_against_the_untuned_model():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import helpers as hp
+
+    def run(test, seed):
+        return hp.TrainResult(config={"seed": seed}, metric="nDCG@10", evals=[{"step": 0, "metric": 0.7}],
+                              lr=[1e-5, 2e-5], train_loss=[{"step": 1, "loss": 1.0}, {"step": 2, "loss": 0.9}],
+                              test_metric=test)
+
+    results = {"constant": [run(0.81, 0), run(0.82, 1)], "linear, 10% warm-up": [run(0.80, 0), run(0.79, 1)]}
+    axes = hp.plots.plot_arms(results, key="test", untuned=0.77)
+    right = axes[2]
+    from matplotlib.collections import PathCollection
+
+    points = [tuple(xy) for coll in right.collections if isinstance(coll, PathCollection) for xy in coll.get_offsets()]
+    assert sorted(points) == [(0, 0.81), (0, 0.82), (1, 0.79), (1, 0.80)]  # one dot per seed, one column per arm
+    assert [t.get_text() for t in right.get_xticklabels()] == ["constant", "linear,\n10% warm-up"]
+    assert any(list(line.get_ydata()) == [0.77, 0.77] for line in right.get_lines())  # the untuned line
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
