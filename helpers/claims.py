@@ -105,7 +105,7 @@ EXPERIMENTS = [
                STSB, {"full": {}, "freeze emb + 4": {"freeze_layers": 4},
                       "top block only": {"freeze_layers": 5},
                       "gradual unfreezing": {"gradual_unfreezing": True, "epochs": 3}},
-               rates=(2e-5, 5e-5, 1e-4), seeds=SEEDS4, best_seeds=(4, 5), priority=6),
+               rates=(2e-5, 5e-5, 1e-4), seeds=SEEDS4, best_seeds=(4, 5, 6, 7), priority=6),
     Experiment("freezing_small", "02_layer_freezing",
                "Does freezing prevent overfitting on small data (128 code-search pairs, 10 epochs)?",
                CODE_SMALL, {"full": {}, "freeze emb + 4": {"freeze_layers": 4}},
