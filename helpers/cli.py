@@ -130,8 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fine-tune a Sentence Transformer on your own data: validate the data, search "
                     "hyperparameters on a subset with Optuna, train on everything, test, save.",
         epilog="Ctrl-C stops cleanly (exit code 130) and keeps the study and the best model so far; "
-               "running the same command again resumes the study. Bad input exits with code 2 before "
-               "anything trains.")
+               "running the same command again resumes the study and reuses the runs that had finished. "
+               "Bad input exits with code 2 before anything trains.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{recipe,search,train}")
     rp = sub.add_parser("recipe", help="the whole recipe: check, search, train, test, save, reload",
                         description="Check and profile the data, search on a subset, train the best configuration "

@@ -11,17 +11,20 @@
 :class:`Recipe` runs these steps one by one (the notebook shows each) or all
 at once (:meth:`Recipe.run`, the command line). The output folder holds the
 model (``model/``), the study (``study.db``), the best trial's model while the
-search runs (``best_trial_model/``) and ``summary.json``. Ctrl-C stops
-cleanly: the study and the best model so far stay, and the same call resumes
-the study.
+search runs (``best_trial_model/``), ``summary.json`` and the finished final and
+default runs' numbers (``final_result.json``, ``default_result.json``). Ctrl-C
+stops cleanly: the study and the best model so far stay, and the same call
+resumes the study and reuses every run that had finished (never trains it again).
 """
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import shutil
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from . import data as D
@@ -32,7 +35,7 @@ from .evaluation import ir_evaluator, score, sts_evaluator
 from .losses import default_loss
 from .models import load_model, n_layers
 from .plots.recipe import plot_profile, plot_scores
-from .results import strict_json, write_json_atomically
+from .results import TrainResult, strict_json, write_json_atomically
 from .settings import ConfigError, TrainConfig, validate
 from .tasks import Task, load_task, texts
 from .training import train
@@ -230,6 +233,28 @@ class Recipe:
     def _time(self, name: str, start: float) -> None:
         self.summary["timings"][f"{name}_s"] = round(time.perf_counter() - start, 2)
 
+    def _store_run(self, name: str, r) -> None:
+        """Keep a finished run's numbers (``<name>_result.json``) so that a rerun after an interrupt reuses it."""
+        if r.stop_reason != "interrupted" and Dist.is_main_process():
+            self.output.mkdir(parents=True, exist_ok=True)
+            r.save_json(self.output / f"{name}_result.json")
+
+    def _stored_run(self, name: str, cfg: TrainConfig):
+        """The ``name`` run ("final" or "default") this folder already finished with exactly ``cfg``'s settings
+        (and, for the final run, its saved model), or None: rerunning the command never trains it again."""
+        path = self.output / f"{name}_result.json"
+        if not path.exists():
+            return None
+        try:
+            r = TrainResult.load_json(path)
+        except ValueError:
+            return None
+        if _settings(r.config) != _settings(asdict(cfg.resolved())):
+            return None
+        if name == "final" and not (self.output / "model" / "modules.json").exists():
+            return None
+        return r
+
     def save_summary(self) -> Path:
         """Write ``summary.json`` in the output folder (atomically; under torchrun only rank 0 writes)."""
         if not Dist.is_main_process():
@@ -280,6 +305,8 @@ class Recipe:
         self.storage = self.storage or str(self.output / "study.db")
         if self.fresh:
             S.delete_study(self.study_name, self.storage)
+            for name in RUN_NAMES:
+                (self.output / f"{name}_result.json").unlink(missing_ok=True)
         settings = S.settings_record(S.search_base(self.base).resolved(), self.space, self.search_task,
                                       self.subset_fraction)
         self.study = S.create_study(self.study_name, self.storage, pruner=self.pruner, seed=self.seed,
@@ -354,16 +381,22 @@ class Recipe:
         start = time.perf_counter()
         self.summary["stage"] = "final"
         cfg = S.best_config(self.study, self.final_base(), self.space)
-        try:
-            r = train(cfg, data=self.task, progress=self.progress)
-        finally:
+        r = self._stored_run("final", cfg)
+        if r is None:
+            try:
+                r = train(cfg, data=self.task, progress=self.progress)
+            finally:
+                self._time("final", start)
+            self._store_run("final", r)
+        else:
             self._time("final", start)
         self.final_result = r
         self.summary["final"] = {"config": {k: cfg.__dict__[k] for k in self.space} | {
             "epochs": r.config["epochs"], "early_stopping_patience": self.patience,
             "loss": r.config["loss"] or default_loss(self.task.columns)},
             "dev": r.dev_metric, "test": r.test_metric, "steps": r.steps, "stop_reason": r.stop_reason,
-            "best_step": r.best_step, "train_examples": r.train_examples, "wall_s": r.wall_time}
+            "best_step": r.best_step, "train_examples": r.train_examples, "wall_s": r.wall_time,
+            "precision": r.precision, "reused": r.model is None}
         if (self.output / "model").exists():
             self.summary["model"] = str(self.output / "model")
             shutil.rmtree(self.output / "best_trial_model", ignore_errors=True)
@@ -394,13 +427,19 @@ class Recipe:
         """Train the common default on all the training data: the bar the tuned configuration has to clear."""
         start = time.perf_counter()
         self.summary["stage"] = "default"
-        try:
-            r = train(self.default_config(), data=self.task, progress=self.progress)
-        finally:
+        cfg = self.default_config()
+        r = self._stored_run("default", cfg)
+        if r is None:
+            try:
+                r = train(cfg, data=self.task, progress=self.progress)
+            finally:
+                self._time("default", start)
+            self._store_run("default", r)
+        else:
             self._time("default", start)
         self.default_result = r
         self.summary["default"] = {"config": dict(COMMON_DEFAULT), "dev": r.dev_metric, "test": r.test_metric,
-                                   "steps": r.steps, "wall_s": r.wall_time}
+                                   "steps": r.steps, "wall_s": r.wall_time, "reused": r.model is None}
         return r
 
     def assess(self) -> dict:
@@ -461,6 +500,15 @@ SUGGESTIONS = {
                 "carries over to all the data (notebook 06 measures how often it does); or train with the common "
                 "default itself"),
 }
+
+
+RUN_NAMES = ("final", "default")  # the runs a recipe keeps as <name>_result.json and reuses when rerun
+
+
+def _settings(config: dict) -> dict:
+    """A run's settings as JSON reads them back, without what may differ between two processes of one run."""
+    kept = {k: v for k, v in config.items() if k not in ("device", "output_dir", "precision")}
+    return json.loads(json.dumps(kept, sort_keys=True, default=str))
 
 
 def reload_tolerance(precision: str) -> float:
@@ -535,11 +583,13 @@ def report(summary: dict) -> str:
     if u:
         lines.append(f"untuned: dev {u['dev']:.4f}, test {u['test']:.4f}")
     if f and f.get("test") is not None:
-        lines.append(f"tuned:   dev {f['dev']:.4f}, test {f['test']:.4f} ({f['steps']} steps, {f['stop_reason']})")
+        again = "; kept from the earlier run of this command" if f.get("reused") else ""
+        lines.append(f"tuned:   dev {f['dev']:.4f}, test {f['test']:.4f} ({f['steps']} steps, {f['stop_reason']}{again})")
     d = summary.get("default")
     if d and d.get("test") is not None:
         lines.append(f"default: dev {d['dev']:.4f}, test {d['test']:.4f} (batch {d['config']['batch_size']}, "
-                     f"{d['config']['learning_rate']:g}, {d['config']['schedule']} decay, no early stopping)")
+                     f"{d['config']['learning_rate']:g}, {d['config']['schedule']} decay, no early stopping"
+                     f"{'; kept from the earlier run of this command' if d.get('reused') else ''})")
     r = summary.get("reload")
     if r:
         before = r.get("test_before_saving")

@@ -85,6 +85,14 @@ def test_recipe_on_a_user_csv(tmp_path, rows, capsys):
     assert summary["default"]["config"]["learning_rate"] == 2e-5 and 0 <= summary["default"]["test"] <= 1
     assessment = summary["assessment"]
     assert assessment["beats_default"] in (True, False) and assessment["notes"] and "default: dev" in io.out
+    assert summary["final"]["reused"] is False and summary["default"]["reused"] is False
+    # the same command again: the study has its trials, and the finished final and default runs are kept, not retrained
+    code, io = run(["recipe", "--train", data, "--score-range", 0, 5, "--output", out, *FAST], capsys)
+    assert code == 0, io.err
+    again = json.loads((out / "summary.json").read_text())
+    assert again["search"]["new_trials"] == 0 and again["final"]["reused"] and again["default"]["reused"]
+    assert again["final"]["test"] == final["test"] and again["default"]["dev"] == summary["default"]["dev"]
+    assert again["reload"]["same_test_score"] and "kept from the earlier run" in io.out
 
 
 @pytest.mark.slow
