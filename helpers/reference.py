@@ -424,6 +424,21 @@ def subset_transfer_table(fraction: float = 0.1, store: Path | None = None, reco
     return table
 
 
+def subset_transfer_summary(table, fraction: float = 0.1) -> str:
+    """What :func:`subset_transfer_table` found, in a sentence (notebook 06's reference cell)."""
+    n = table.attrs.get("configurations", 0)
+    if n < 3:
+        return (f"{n} subset runs stored ({fraction:.0%} of STS-B); at least 3 are needed. "
+                f"`python -m helpers.reference --subset-transfer {fraction:g}` runs them (about 30 s each on 2 CPU "
+                f"cores), resumably.")
+    a = table.attrs
+    wall = f" and {a['wall share']:.0%} of their time on the same device" if a.get("wall share") is not None else ""
+    return (f"{n} configurations trained on {fraction:.0%} of the STS-B training pairs (one seed) and on all of them "
+            f"(mean over the stored seeds): the subset's dev Spearman ranks them with a rank correlation of "
+            f"{a['rho vs full test']:.2f} against the full runs' test Spearman ({a['rho vs full dev']:.2f} against "
+            f"their dev Spearman). The subset runs took {a['steps share']:.0%} of the full runs' optimizer steps{wall}.")
+
+
 def main(argv=None) -> int:
     """``python -m helpers.reference``: run (or list) the reference experiments, resumably.
 

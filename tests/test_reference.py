@@ -248,3 +248,6 @@ def test_subset_transfer_ranks_the_subset_runs_against_the_full_data(tmp_path):
     assert list(table["full seeds"]) == [2, 2, 2] and list(table["full test"].round(4)) == [0.81, 0.82, 0.83]
     assert table.attrs["rho vs full test"] == pytest.approx(-1.0) and table.attrs["rho vs full dev"] == pytest.approx(-1)
     assert table.attrs["steps share"] == pytest.approx(0.1) and table.attrs["wall share"] == pytest.approx(0.1)
+    line = Ref.subset_transfer_summary(table)
+    assert "3 configurations" in line and "rank correlation of -1.00" in line and "10% of their time" in line
+    assert "--subset-transfer 0.1" in Ref.subset_transfer_summary(Ref.subset_transfer_table(0.1, tmp_path / "none"))

@@ -23,7 +23,8 @@ from .losses import plot_cross_matrix, plot_inbatch
 from .recipe import plot_profile, plot_scores
 from .reference import plot_rate_isolation
 from .schedules import plot_arms, plot_before_after, plot_lr_curves, plot_range_test, plot_run
-from .search import plot_history, plot_importances, plot_intermediate, plot_slices, plot_transfer
+from .search import (plot_history, plot_importances, plot_intermediate, plot_slices, plot_subset_transfer,
+                     plot_transfer)
 from .stopping import (STOP_RULE_COLORS, STOP_RULE_STYLES, plot_loss_vs_metric, plot_replays, plot_rule_tradeoff,
                        plot_seed_curves, plot_validation)
 
@@ -33,5 +34,5 @@ __all__ = [
     "plot_quality_vs_speed", "plot_weight_movement", "plot_layer_rates", "plot_rate_grid", "plot_batch_costs",
     "plot_arms_costs", "plot_weight_decay", "plot_validation", "plot_replays", "plot_loss_vs_metric",
     "plot_rule_tradeoff", "plot_seed_curves", "plot_cross_matrix", "plot_inbatch", "plot_history",
-    "plot_intermediate", "plot_importances", "plot_slices", "plot_transfer", "plot_profile", "plot_scores", "plot_rate_isolation",
+    "plot_intermediate", "plot_importances", "plot_slices", "plot_transfer", "plot_subset_transfer", "plot_profile", "plot_scores", "plot_rate_isolation",
 ]

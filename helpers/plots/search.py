@@ -103,4 +103,29 @@ def plot_transfer(trials, results: dict, key: str = "test", ax=None):
     return ax
 
 
-__all__ = ["plot_history", "plot_intermediate", "plot_importances", "plot_slices", "plot_transfer"]
+def plot_subset_transfer(table, ax=None):
+    """The reference subset transfer (:func:`helpers.reference.subset_transfer_table`): each configuration's dev
+    Spearman after training on the subset (x) against its test Spearman on all the data (y), coloured by the
+    experiment it comes from (notebook 06)."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4.2))
+    if len(table) == 0:
+        ax.set_axis_off()
+        ax.text(0.5, 0.5, "no subset runs stored yet", ha="center", va="center")
+        return ax
+    groups = table["configuration"].str.split(":").str[0]
+    for g in dict.fromkeys(groups):
+        part = table[groups == g]
+        ax.scatter(part["subset dev"], part["full test"], s=30, label=g)
+    rho = table.attrs.get("rho vs full test")
+    ax.set(xlabel="dev Spearman after training on the subset", ylabel="test Spearman after training on all pairs",
+           title=f"{len(table)} configurations" + (f": rank correlation {rho:.2f}" if rho is not None else ""))
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(alpha=0.3)
+    return ax
+
+
+__all__ = ["plot_history", "plot_intermediate", "plot_importances", "plot_slices", "plot_transfer",
+           "plot_subset_transfer"]
