@@ -11,7 +11,6 @@ records (never typed).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -312,133 +311,6 @@ def markdown_table(df) -> str:
 
 
 # ---------------------------------------------------------------- command line
-# ---------------------------------------------------------------------------- does a subset rank like all the data?
-# Issue: the recipe's search. The STS-B reference runs above trained many configurations on all 5,749 pairs; the
-# same configurations trained on a seeded share of the pairs say whether a subset ranks them as the full data does.
-SUBSET_TRANSFER = "subset_transfer"  # the records' experiment name (stored with notebook 06)
-TRANSFER_SOURCES = ("schedule", "warmup", "cosine", "freezing", "batch", "weight_decay", "losses")
-STSB_TRAIN_PAIRS = 5749
-
-
-def _config_ident(cfg: dict, drop=("device", "output_dir", "precision", "seed")) -> str:
-    return json.dumps({k: v for k, v in cfg.items() if k not in drop}, sort_keys=True, default=str)
-
-
-def transfer_sources(records: dict, seed: int = 0) -> list[dict]:
-    """One stored full-data STS-B run per distinct configuration (seed ``seed``; a CPU run where there are two), from
-    the reference experiments in :data:`TRANSFER_SOURCES`, one epoch only (notebook 06's transfer question)."""
-    by_config: dict[str, dict] = {}
-    for rec in _full_runs(records):
-        if rec.get("seed") != seed:
-            continue
-        ident = _config_ident(rec["config"])
-        if ident not in by_config or rec.get("device") == "cpu":
-            by_config[ident] = rec
-    return sorted(by_config.values(), key=lambda r: (r["experiment"], r["arm"], r["rate"]))
-
-
-def _full_runs(records: dict) -> list[dict]:
-    out = []
-    for rec in records.values():
-        cfg = rec.get("config") or {}
-        if (rec.get("kind") == "run" and rec.get("experiment") in TRANSFER_SOURCES and cfg.get("task") == "stsb"
-                and cfg.get("train_size") in (None, "all") and cfg.get("epochs") == 1):
-            out.append(rec)
-    return out
-
-
-def subset_transfer_plan(records: dict, fraction: float = 0.1, seed: int = 0) -> list[dict]:
-    """The subset runs that mirror :func:`transfer_sources`: the same settings on ``fraction`` of the training pairs
-    (the same seeded pairs for every configuration), scored on the same dev split, no test score."""
-    from dataclasses import fields
-
-    from .settings import TrainConfig
-
-    names = {f.name for f in fields(TrainConfig)}
-    out = []
-    for src in transfer_sources(records, seed):
-        base = {k: (tuple(v) if isinstance(v, list) else v) for k, v in src["config"].items() if k in names}
-        base.pop("device", None), base.pop("output_dir", None)
-        cfg = TrainConfig(**base).replace(train_size=max(32, round(fraction * STSB_TRAIN_PAIRS)), evals_per_epoch=1,
-                                          final_test=False)
-        out.append({"experiment": SUBSET_TRANSFER, "arm": f"{src['experiment']}: {src['arm']}", "rate": src["rate"],
-                    "seed": seed, "config": cfg, "key": run_key(cfg), "source": src["key"], "fraction": fraction})
-    return out
-
-
-def run_subset_transfer(fraction: float = 0.1, store: Path | None = None, progress: bool = True, log=print,
-                        limit: int | None = None) -> int:
-    """Train every missing subset run of :func:`subset_transfer_plan` (resumable, one JSON line each)."""
-    records = load_records(store)
-    runs = subset_transfer_plan(records, fraction)
-    todo = [r for r in runs if r["key"] not in records][:limit]
-    log(f"[{SUBSET_TRANSFER}] {len(runs) - len(todo)} of {len(runs)} subset runs ({fraction:.0%}) stored; "
-        f"{len(todo)} to run")
-    path = store_path("06_search_on_a_subset", store)
-    for i, run in enumerate(todo, 1):
-        result = train(run["config"], progress=progress)
-        if result.stop_reason == "interrupted":
-            raise KeyboardInterrupt
-        append_record(path, record_of(run, result) | {"source": run["source"], "fraction": fraction})
-        log(f"[{SUBSET_TRANSFER}] {i}/{len(todo)} {run['arm']} rate={run['rate']:g}: subset dev "
-            f"{result.dev_metric:.4f} ({result.wall_time:.0f} s)")
-    return len(todo)
-
-
-def subset_transfer_table(fraction: float = 0.1, store: Path | None = None, records: dict | None = None):
-    """Each configuration's dev score after training on the subset next to its scores on all the data (mean over
-    every stored seed), and in ``.attrs`` the rank correlations and the compute the subset took (notebook 06).
-
-    ``steps share``: the subset runs' optimizer steps over the full runs'. ``wall share``: their seconds over the
-    seconds of the full runs of the same configurations on the same kind of device (None where there are none).
-    """
-    import numpy as np
-    import pandas as pd
-    from scipy.stats import spearmanr
-
-    records = load_records(store) if records is None else records
-    groups: dict[str, list[dict]] = {}
-    for rec in _full_runs(records):
-        groups.setdefault(_config_ident(rec["config"]), []).append(rec)
-    rows, sub_s, full_s = [], 0.0, 0.0
-    for run in subset_transfer_plan(records, fraction):
-        sub, src = records.get(run["key"]), records[run["source"]]
-        if sub is None:
-            continue
-        full = groups[_config_ident(src["config"])]
-        same = [r["wall_s"] for r in full if r.get("device") == sub.get("device") and "timing" not in r]
-        if same:
-            sub_s, full_s = sub_s + sub["wall_s"], full_s + float(np.mean(same))
-        rows.append({"configuration": run["arm"], "rate": run["rate"], "subset dev": sub["metrics"]["dev"],
-                     "full dev": float(np.mean([r["metrics"]["dev"] for r in full])),
-                     "full test": float(np.mean([r["metrics"]["test"] for r in full])), "full seeds": len(full),
-                     "subset steps": sub["metrics"]["steps"], "full steps": src["metrics"]["steps"],
-                     "subset s": sub["wall_s"]})
-    table = pd.DataFrame(rows)
-    table.attrs["configurations"] = len(table)
-    if len(table) >= 3:
-        table.attrs["rho vs full test"] = float(spearmanr(table["subset dev"], table["full test"])[0])
-        table.attrs["rho vs full dev"] = float(spearmanr(table["subset dev"], table["full dev"])[0])
-        table.attrs["steps share"] = float(table["subset steps"].sum() / table["full steps"].sum())
-        table.attrs["wall share"] = sub_s / full_s if full_s else None
-    return table
-
-
-def subset_transfer_summary(table, fraction: float = 0.1) -> str:
-    """What :func:`subset_transfer_table` found, in a sentence (notebook 06's reference cell)."""
-    n = table.attrs.get("configurations", 0)
-    if n < 3:
-        return (f"{n} subset runs stored ({fraction:.0%} of STS-B); at least 3 are needed. "
-                f"`python -m helpers.reference --subset-transfer {fraction:g}` runs them (about 30 s each on 2 CPU "
-                f"cores), resumably.")
-    a = table.attrs
-    wall = f" and {a['wall share']:.0%} of their time on the same device" if a.get("wall share") is not None else ""
-    return (f"{n} configurations trained on {fraction:.0%} of the STS-B training pairs (one seed) and on all of them "
-            f"(mean over the stored seeds): the subset's dev Spearman ranks them with a rank correlation of "
-            f"{a['rho vs full test']:.2f} against the full runs' test Spearman ({a['rho vs full dev']:.2f} against "
-            f"their dev Spearman). The subset runs took {a['steps share']:.0%} of the full runs' optimizer steps{wall}.")
-
-
 def main(argv=None) -> int:
     """``python -m helpers.reference``: run (or list) the reference experiments, resumably.
 
@@ -459,6 +331,8 @@ def main(argv=None) -> int:
                         "and print how well the subset ranks them (rank correlation, compute share)")
     args = p.parse_args(argv)
     if args.subset_transfer is not None:
+        from .transfer import run_subset_transfer, subset_transfer_table
+
         try:
             run_subset_transfer(args.subset_transfer, args.store, progress=sys.stderr.isatty())
         except KeyboardInterrupt:

@@ -22,7 +22,7 @@ LAYERS = {
     3: ["experiments", "verdicts", "stopping", "crosseval", "rangetest", "accumulation", "inbatch", "tuning", "transfer",
         "workers", "claims", "refstore", "reference"],
     4: ["plots", "widgets", "search"],
-    5: ["recipe", "cli", "__main__", "__init__"],
+    5: ["recipe", "recipe_report", "cli", "__main__", "__init__"],
 }
 RANK = {name: rank for rank, names in LAYERS.items() for name in names}
 MAX_MODULE_LINES, MAX_FUNCTION_LINES = 500, 80

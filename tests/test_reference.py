@@ -218,14 +218,14 @@ def test_subset_transfer_ranks_the_subset_runs_against_the_full_data(tmp_path):
     import json
     from dataclasses import asdict
 
-    from helpers import reference as Ref
+    from helpers import transfer as T
     from helpers.settings import TrainConfig
 
     full = []
     for i, rate in enumerate((2e-5, 5e-5, 1e-4)):
         cfg = asdict(TrainConfig(task="stsb", train_size="all", epochs=1, learning_rate=rate))
         for seed, test in ((0, 0.80 + i / 100), (1, 0.82 + i / 100)):
-            full.append({"schema": Ref.SCHEMA, "kind": "run", "key": f"full-{i}-{seed}", "experiment": "schedule",
+            full.append({"schema": R.SCHEMA, "kind": "run", "key": f"full-{i}-{seed}", "experiment": "schedule",
                          "arm": "linear", "rate": rate, "seed": seed, "config": dict(cfg, seed=seed),
                          "metrics": {"dev": 0.85 + i / 100, "test": test, "steps": 360}, "wall_s": 200.0,
                          "device": "cpu"})
@@ -233,21 +233,21 @@ def test_subset_transfer_ranks_the_subset_runs_against_the_full_data(tmp_path):
     store = tmp_path / "reference"
     store.mkdir()
     (store / "01.jsonl").write_text("".join(json.dumps(r) + "\n" for r in full))
-    plan = Ref.subset_transfer_plan(Ref.load_records(store), 0.1)
+    plan = T.subset_transfer_plan(R.load_records(store), 0.1)
     assert [p["rate"] for p in plan] == [2e-5, 5e-5, 1e-4] and {p["source"] for p in plan} == {"full-0-0", "full-1-0",
                                                                                              "full-2-0"}
     assert all(p["config"].train_size == 575 and p["config"].final_test is False for p in plan)
     assert len({p["key"] for p in plan}) == 3 and not {p["key"] for p in plan} & {r["key"] for r in full}
-    assert Ref.subset_transfer_table(0.1, store).attrs == {"configurations": 0}  # nothing run yet
+    assert T.subset_transfer_table(0.1, store).attrs == {"configurations": 0}  # nothing run yet
     # the subset ranks them in reverse, in a tenth of the steps and of the time
-    subset = [{"schema": Ref.SCHEMA, "kind": "run", "key": p["key"], "experiment": Ref.SUBSET_TRANSFER,
+    subset = [{"schema": R.SCHEMA, "kind": "run", "key": p["key"], "experiment": T.SUBSET_TRANSFER,
                "arm": p["arm"], "rate": p["rate"], "seed": 0, "config": {}, "device": "cpu", "wall_s": 20.0,
                "metrics": {"dev": 0.9 - i / 100, "steps": 36}} for i, p in enumerate(plan)]
     (store / "06.jsonl").write_text("".join(json.dumps(r) + "\n" for r in subset))
-    table = Ref.subset_transfer_table(0.1, store)
+    table = T.subset_transfer_table(0.1, store)
     assert list(table["full seeds"]) == [2, 2, 2] and list(table["full test"].round(4)) == [0.81, 0.82, 0.83]
     assert table.attrs["rho vs full test"] == pytest.approx(-1.0) and table.attrs["rho vs full dev"] == pytest.approx(-1)
     assert table.attrs["steps share"] == pytest.approx(0.1) and table.attrs["wall share"] == pytest.approx(0.1)
-    line = Ref.subset_transfer_summary(table)
+    line = T.subset_transfer_summary(table)
     assert "3 configurations" in line and "rank correlation of -1.00" in line and "10% of their time" in line
-    assert "--subset-transfer 0.1" in Ref.subset_transfer_summary(Ref.subset_transfer_table(0.1, tmp_path / "none"))
+    assert "--subset-transfer 0.1" in T.subset_transfer_summary(T.subset_transfer_table(0.1, tmp_path / "none"))
