@@ -234,6 +234,20 @@ class Recipe:
     def _time(self, name: str, start: float) -> None:
         self.summary["timings"][f"{name}_s"] = round(time.perf_counter() - start, 2)
 
+    def _train_or_reuse(self, name: str, cfg: TrainConfig):
+        """Train ``cfg`` on all the training data as the ``name`` run ("final" or "default"), or reuse the run this
+        folder already finished with the same settings; the step is timed and its result kept for a rerun."""
+        start = time.perf_counter()
+        self.summary["stage"] = name
+        r = self._stored_run(name, cfg)
+        try:
+            if r is None:
+                r = train(cfg, data=self.task, progress=self.progress)
+                self._store_run(name, r)
+        finally:
+            self._time(name, start)
+        return r
+
     def _store_run(self, name: str, r) -> None:
         """Keep a finished run's numbers (``<name>_result.json``) so that a rerun after an interrupt reuses it."""
         if r.stop_reason != "interrupted" and Dist.is_main_process():
@@ -379,19 +393,8 @@ class Recipe:
 
     def final(self):
         """Train the best configuration on all the training data, with early stopping; saves ``model/``."""
-        start = time.perf_counter()
-        self.summary["stage"] = "final"
         cfg = S.best_config(self.study, self.final_base(), self.space)
-        r = self._stored_run("final", cfg)
-        if r is None:
-            try:
-                r = train(cfg, data=self.task, progress=self.progress)
-            finally:
-                self._time("final", start)
-            self._store_run("final", r)
-        else:
-            self._time("final", start)
-        self.final_result = r
+        r = self.final_result = self._train_or_reuse("final", cfg)
         self.summary["final"] = {"config": {k: cfg.__dict__[k] for k in self.space} | {
             "epochs": r.config["epochs"], "early_stopping_patience": self.patience,
             "loss": r.config["loss"] or default_loss(self.task.columns)},
@@ -426,19 +429,7 @@ class Recipe:
 
     def default(self):
         """Train the common default on all the training data: the bar the tuned configuration has to clear."""
-        start = time.perf_counter()
-        self.summary["stage"] = "default"
-        cfg = self.default_config()
-        r = self._stored_run("default", cfg)
-        if r is None:
-            try:
-                r = train(cfg, data=self.task, progress=self.progress)
-            finally:
-                self._time("default", start)
-            self._store_run("default", r)
-        else:
-            self._time("default", start)
-        self.default_result = r
+        r = self.default_result = self._train_or_reuse("default", self.default_config())
         self.summary["default"] = {"config": dict(COMMON_DEFAULT), "dev": r.dev_metric, "test": r.test_metric,
                                    "steps": r.steps, "wall_s": r.wall_time, "reused": r.model is None}
         return r
