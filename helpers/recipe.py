@@ -19,7 +19,6 @@ resumes the study and reuses every run that had finished (never trains it again)
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import shutil
@@ -35,12 +34,13 @@ from .evaluation import ir_evaluator, score, sts_evaluator
 from .losses import default_loss
 from .models import load_model, n_layers
 from .plots.recipe import plot_profile, plot_scores
+from .recipe_report import COMMON_DEFAULT, assess, reload_tolerance, report
+from .refstore import config_ident
 from .results import TrainResult, strict_json, write_json_atomically
 from .settings import ConfigError, TrainConfig, validate
 from .tasks import Task, load_task, texts
 from .training import train
 from .workers import SyncStop, lockstep_search, run_search
-from .recipe_report import COMMON_DEFAULT, SUGGESTIONS, assess, reload_tolerance, report  # noqa: F401
 
 SUMMARY_FORMAT = "workshop-recipe-summary"
 MARKERS = ("summary.json", "study.db")  # files that make a folder a recipe output folder
@@ -236,17 +236,19 @@ class Recipe:
 
     def _train_or_reuse(self, name: str, cfg: TrainConfig):
         """Train ``cfg`` on all the training data as the ``name`` run ("final" or "default"), or reuse the run this
-        folder already finished with the same settings; the step is timed and its result kept for a rerun."""
+        folder already finished with the same settings; the step is timed and its result kept for a rerun.
+        Returns ``(result, reused)``."""
         start = time.perf_counter()
         self.summary["stage"] = name
         r = self._stored_run(name, cfg)
+        reused = r is not None
         try:
-            if r is None:
+            if not reused:
                 r = train(cfg, data=self.task, progress=self.progress)
                 self._store_run(name, r)
         finally:
             self._time(name, start)
-        return r
+        return r, reused
 
     def _store_run(self, name: str, r) -> None:
         """Keep a finished run's numbers (``<name>_result.json``) so that a rerun after an interrupt reuses it."""
@@ -264,7 +266,7 @@ class Recipe:
             r = TrainResult.load_json(path)
         except ValueError:
             return None
-        if _settings(r.config) != _settings(asdict(cfg.resolved())):
+        if config_ident(r.config) != config_ident(asdict(cfg.resolved())):
             return None
         if name == "final" and not (self.output / "model" / "modules.json").exists():
             return None
@@ -394,13 +396,14 @@ class Recipe:
     def final(self):
         """Train the best configuration on all the training data, with early stopping; saves ``model/``."""
         cfg = S.best_config(self.study, self.final_base(), self.space)
-        r = self.final_result = self._train_or_reuse("final", cfg)
+        r, reused = self._train_or_reuse("final", cfg)
+        self.final_result = r
         self.summary["final"] = {"config": {k: cfg.__dict__[k] for k in self.space} | {
             "epochs": r.config["epochs"], "early_stopping_patience": self.patience,
             "loss": r.config["loss"] or default_loss(self.task.columns)},
             "dev": r.dev_metric, "test": r.test_metric, "steps": r.steps, "stop_reason": r.stop_reason,
             "best_step": r.best_step, "train_examples": r.train_examples, "wall_s": r.wall_time,
-            "precision": r.precision, "reused": r.model is None}
+            "precision": r.precision, "reused": reused}
         if (self.output / "model").exists():
             self.summary["model"] = str(self.output / "model")
             shutil.rmtree(self.output / "best_trial_model", ignore_errors=True)
@@ -429,9 +432,10 @@ class Recipe:
 
     def default(self):
         """Train the common default on all the training data: the bar the tuned configuration has to clear."""
-        r = self.default_result = self._train_or_reuse("default", self.default_config())
+        r, reused = self._train_or_reuse("default", self.default_config())
+        self.default_result = r
         self.summary["default"] = {"config": dict(COMMON_DEFAULT), "dev": r.dev_metric, "test": r.test_metric,
-                                   "steps": r.steps, "wall_s": r.wall_time, "reused": r.model is None}
+                                   "steps": r.steps, "wall_s": r.wall_time, "reused": reused}
         return r
 
     def assess(self) -> dict:
@@ -479,12 +483,6 @@ class Recipe:
 
 
 RUN_NAMES = ("final", "default")  # the runs a recipe keeps as <name>_result.json and reuses when rerun
-
-
-def _settings(config: dict) -> dict:
-    """A run's settings as JSON reads them back, without what may differ between two processes of one run."""
-    kept = {k: v for k, v in config.items() if k not in ("device", "output_dir", "precision")}
-    return json.loads(json.dumps(kept, sort_keys=True, default=str))
 
 
 __all__ = ["load_data", "profile", "profile_warnings", "plot_profile", "plot_scores", "check_output_dir", "Recipe",

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from .claims import CLAIMS, EXPERIMENTS, Claim, Experiment, claim, experiment
 from .refstore import (REFERENCE_DIR, SCHEMA, SMOKE, UNTUNED_FIELDS, append_record, device_kind,  # noqa: F401
-                       load_records, plan, record_of, run_config, run_key, store_path, untuned_key, untuned_record)
-from .training import train
+                       load_records, plan, record_of, run_config, run_key, store_path, train_and_store, untuned_key,
+                       untuned_record)
 from .verdicts import compare, default_margin, judge, verdict
 
 
@@ -50,14 +50,7 @@ def _run_all(exp: Experiment, todo: list[dict], path: Path, planned: int, progre
              what: str = "runs") -> int:
     """Train and store each run of ``todo`` (one JSON line each, as it finishes); returns how many ran."""
     log(f"[{exp.key}] {planned - len(todo)} of {planned} {what} already stored; {len(todo)} to run")
-    for i, run in enumerate(todo, 1):
-        result = train(run["config"], progress=progress)
-        if result.stop_reason == "interrupted":
-            raise KeyboardInterrupt
-        append_record(path, record_of(run, result))
-        log(f"[{exp.key}] {i}/{len(todo)} {run['arm']} rate={run['rate']:g} seed={run['seed']}: "
-            f"dev {result.dev_metric:.4f} test {result.test_metric:.4f} ({result.wall_time:.0f} s, {result.precision})")
-    return len(todo)
+    return train_and_store(todo, path, exp.key, progress, log)
 
 
 def at_best_rates(exp: Experiment, records: dict, smoke: bool = False, seeds: tuple | None = None) -> list[dict]:

@@ -19,7 +19,7 @@ from pathlib import Path
 from .claims import EXPERIMENTS, Experiment, experiment
 from .experiments import untuned_scores
 from .settings import TrainConfig
-from .training import prepare_task
+from .training import prepare_task, train
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE_DIR = ROOT / "results" / "reference"
@@ -148,6 +148,32 @@ def append_record(path: Path, record: dict) -> None:
         f.write(line)
         f.flush()
         os.fsync(f.fileno())
+
+
+def train_and_store(todo: list[dict], path: Path, label: str, progress: bool = True, log=print) -> int:
+    """Train each planned run of ``todo`` and append its record to ``path`` as it finishes (a Ctrl-C keeps every
+    finished run); returns how many ran. Reference runs (notebooks 00-05) and the subset transfer (notebook 06)."""
+    for i, run in enumerate(todo, 1):
+        result = train(run["config"], progress=progress)
+        if result.stop_reason == "interrupted":
+            raise KeyboardInterrupt
+        append_record(path, record_of(run, result))
+        log(f"[{label}] {i}/{len(todo)} {run['arm']} rate={run['rate']:g} seed={run['seed']}: "
+            f"dev {result.dev_metric:.4f} test {result.test_metric:.4f} ({result.wall_time:.0f} s, {result.precision})")
+    return len(todo)
+
+
+def config_ident(config: dict, drop=("device", "output_dir", "precision")) -> str:
+    """A stored run's settings as one JSON string, without what may differ between two machines or processes of
+    the same run (``drop``): equal strings, same settings. Used by the recipe's reruns (notebook 07) and the subset
+    transfer (notebook 06)."""
+    return json.dumps({k: v for k, v in config.items() if k not in drop}, sort_keys=True, default=_json_default)
+
+
+def config_from_record(config: dict) -> TrainConfig:
+    """A record's stored settings back as a TrainConfig (JSON lists become tuples again) (notebook 06)."""
+    names = {f.name for f in fields(TrainConfig)}
+    return TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items() if k in names})
 
 
 def _json_default(obj):

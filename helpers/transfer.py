@@ -7,12 +7,11 @@ estimate for the larger data (:func:`cost_comparison`, :func:`pruning_savings`).
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 from .batching import steps_per_epoch
-from .refstore import append_record, load_records, record_of, run_key, store_path
+from .refstore import config_from_record, config_ident, load_records, run_key, store_path, train_and_store
 from .settings import TrainConfig
 from .training import train
 from .tuning import SPACE, config_from_params, finished, subset_score
@@ -126,8 +125,9 @@ TRANSFER_SOURCES = ("schedule", "warmup", "cosine", "freezing", "batch", "weight
 STSB_TRAIN_PAIRS = 5749
 
 
-def _config_ident(cfg: dict, drop=("device", "output_dir", "precision", "seed")) -> str:
-    return json.dumps({k: v for k, v in cfg.items() if k not in drop}, sort_keys=True, default=str)
+def _config_ident(cfg: dict) -> str:
+    """The settings of a run, seed aside: every stored seed of one configuration shares it."""
+    return config_ident(cfg, drop=("device", "output_dir", "precision", "seed"))
 
 
 def transfer_sources(records: dict, seed: int = 0) -> list[dict]:
@@ -156,40 +156,25 @@ def _full_runs(records: dict) -> list[dict]:
 def subset_transfer_plan(records: dict, fraction: float = 0.1, seed: int = 0) -> list[dict]:
     """The subset runs that mirror :func:`transfer_sources`: the same settings on ``fraction`` of the training pairs
     (the same seeded pairs for every configuration), scored on the same dev split, no test score (notebook 06)."""
-    from dataclasses import fields
-
-    from .settings import TrainConfig
-
-    names = {f.name for f in fields(TrainConfig)}
     out = []
     for src in transfer_sources(records, seed):
-        base = {k: (tuple(v) if isinstance(v, list) else v) for k, v in src["config"].items() if k in names}
-        base.pop("device", None), base.pop("output_dir", None)
-        cfg = TrainConfig(**base).replace(train_size=max(32, round(fraction * STSB_TRAIN_PAIRS)), evals_per_epoch=1,
-                                          final_test=False)
+        cfg = config_from_record(src["config"]).replace(
+            train_size=max(32, round(fraction * STSB_TRAIN_PAIRS)), evals_per_epoch=1, final_test=False,
+            device=None, output_dir=None)
         out.append({"experiment": SUBSET_TRANSFER, "arm": f"{src['experiment']}: {src['arm']}", "rate": src["rate"],
                     "seed": seed, "config": cfg, "key": run_key(cfg), "source": src["key"], "fraction": fraction})
     return out
 
 
-def run_subset_transfer(fraction: float = 0.1, store: Path | None = None, progress: bool = True, log=print,
-                        limit: int | None = None) -> int:
+def run_subset_transfer(fraction: float = 0.1, store: Path | None = None, progress: bool = True, log=print) -> int:
     """Train every missing subset run of :func:`subset_transfer_plan` (resumable, one JSON line each): notebook 06's
     reference cell, run by ``python -m helpers.reference --subset-transfer FRACTION``."""
     records = load_records(store)
     runs = subset_transfer_plan(records, fraction)
-    todo = [r for r in runs if r["key"] not in records][:limit]
+    todo = [r for r in runs if r["key"] not in records]
     log(f"[{SUBSET_TRANSFER}] {len(runs) - len(todo)} of {len(runs)} subset runs ({fraction:.0%}) stored; "
         f"{len(todo)} to run")
-    path = store_path("06_search_on_a_subset", store)
-    for i, run in enumerate(todo, 1):
-        result = train(run["config"], progress=progress)
-        if result.stop_reason == "interrupted":
-            raise KeyboardInterrupt
-        append_record(path, record_of(run, result) | {"source": run["source"], "fraction": fraction})
-        log(f"[{SUBSET_TRANSFER}] {i}/{len(todo)} {run['arm']} rate={run['rate']:g}: subset dev "
-            f"{result.dev_metric:.4f} ({result.wall_time:.0f} s)")
-    return len(todo)
+    return train_and_store(todo, store_path("06_search_on_a_subset", store), SUBSET_TRANSFER, progress, log)
 
 
 def subset_transfer_table(fraction: float = 0.1, store: Path | None = None, records: dict | None = None):

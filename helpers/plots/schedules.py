@@ -94,7 +94,7 @@ def plot_arms(results_by_arm: dict[str, list], title: str | None = None, key: st
             axes[1].plot(np.arange(len(sm)) + k, sm, color=c)
     if key == "test":
         first = next(iter(results_by_arm.values()))[0]
-        plot_test_points(results_by_arm, untuned, ax=axes[2], metric=getattr(first, "metric", "nDCG@10"))
+        plot_test_points(results_by_arm, untuned, ax=axes[2], metric=first.metric)
     else:
         plot_seed_bands(results_by_arm, ax=axes[2])
     axes[0].set(title="learning rate (seed 0)", xlabel="optimizer step")

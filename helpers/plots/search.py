@@ -104,7 +104,7 @@ def plot_transfer(trials, results: dict, key: str = "test", ax=None):
 
 
 def plot_subset_transfer(table, ax=None):
-    """The reference subset transfer (:func:`helpers.reference.subset_transfer_table`): each configuration's dev
+    """The reference subset transfer (:func:`helpers.transfer.subset_transfer_table`): each configuration's dev
     Spearman after training on the subset (x) against its test Spearman on all the data (y), coloured by the
     experiment it comes from (notebook 06)."""
     import matplotlib.pyplot as plt
