@@ -16,8 +16,9 @@ from pathlib import Path
 
 from .claims import CLAIMS, EXPERIMENTS, Claim, Experiment, claim, experiment
 from .refstore import (REFERENCE_DIR, SCHEMA, SMOKE, UNTUNED_FIELDS, append_record, device_kind,  # noqa: F401
-                       load_records, plan, record_of, run_config, run_key, store_path, train_and_store, untuned_key,
+                       exp_run_key, load_records, plan, record_of, run_config, run_key, store_path, train_and_store, untuned_key,
                        untuned_record)
+from .stopping import replay
 from .verdicts import compare, default_margin, judge, verdict
 
 
@@ -91,12 +92,39 @@ def arm_runs(exp: Experiment, arm: str, rate: float | None, records: dict, smoke
 
     Reference runs: every notebook's "Reference verdicts" section (notebooks 00-05).
     """
+    if arm in exp.replay:
+        return replayed_runs(exp, arm, records, smoke, main_only)
     out = []
     for seed in all_seeds(exp, smoke, main_only):
-        rec = records.get(run_key(run_config(exp, arm, rate, seed, smoke), exp.device))
+        rec = records.get(exp_run_key(exp, run_config(exp, arm, rate, seed, smoke)))
         if rec is not None:
             out.append({"seed": seed, "test": rec["metrics"]["test"], "dev": rec["metrics"]["dev"],
                         "wall_s": rec["wall_s"], "record": rec})
+    return out
+
+
+def replayed_runs(exp: Experiment, arm: str, records: dict, smoke: bool = False, main_only: bool = False) -> list[dict]:
+    """A replayed arm of ``exp`` (``Experiment.replay``): its stopping rule replayed on each seed's run trained to
+    the end, scored by the test score logged at the checkpoint the rule keeps (``"end"``: the last checkpoint).
+
+    ``wall_s`` is the run's wall time scaled by the share of steps trained before the stop. Reference runs:
+    notebook 04's "Reference verdicts" section.
+    """
+    trained = next(iter(exp.arms))
+    rule = exp.replay[arm]
+    out = []
+    for seed in all_seeds(exp, smoke, main_only):
+        rec = records.get(exp_run_key(exp, run_config(exp, trained, None, seed, smoke)))
+        if rec is None or "test_curve" not in rec:
+            continue
+        if rule == "end":
+            row = {"test": rec["metrics"]["test"], "dev": rec["metrics"]["dev"], "wall_s": rec["wall_s"]}
+        else:
+            name, signal = rule.rsplit(" on ", 1)
+            rp = replay(rec["evals"], name, signal, test=rec["test_curve"], total_steps=rec["metrics"]["steps"])
+            row = {"test": rp.kept_test, "dev": rp.kept_dev, "wall_s": rec["wall_s"] * rp.compute,
+                   "kept_step": rp.kept_step, "stop_step": rp.stop_step}
+        out.append({"seed": seed, **row, "record": rec})
     return out
 
 
@@ -161,6 +189,29 @@ def claim_comparison(c: Claim, records: dict | None = None, smoke: bool = False,
     b_label = b_name if rb is None else f"{b_name} @ {rb:g}"
     return compare(a_label, a_runs, b_label, b_runs, key=c.key_metric, metric=metric,
                    margin=default_margin(metric), untuned=untuned["metrics"][c.key_metric] if untuned else None)
+
+
+def replay_check(replayed: str = "stopping_replay", real: str = "stopping", store: Path | None = None,
+                 records: dict | None = None):
+    """Each replayed arm against the real run of the same arm and seed, where both are stored: the test score that
+    the trainer's early stopping kept, the replayed one, and whether they agree to 1e-4 (pandas).
+
+    A replay stands in for a real run only where the two agree. Reference runs: notebook 04's "Reference verdicts"
+    section.
+    """
+    import pandas as pd
+
+    records = load_records(store) if records is None else records
+    rep, exp = experiment(replayed), experiment(real)
+    rows = []
+    for arm in rep.replay:
+        real_runs = {r["seed"]: r for r in arm_runs(exp, arm, None, records)}
+        for r in replayed_runs(rep, arm, records):
+            if r["seed"] in real_runs:
+                got = real_runs[r["seed"]]["test"]
+                rows.append({"arm": arm, "seed": r["seed"], "real run": got, "replayed": r["test"],
+                             "agree": abs(got - r["test"]) < 1e-4})
+    return pd.DataFrame(rows, columns=["arm", "seed", "real run", "replayed", "agree"])
 
 
 def experiment_records(exp: Experiment, records: dict, smoke: bool = False) -> list[dict]:

@@ -19,6 +19,7 @@ from pathlib import Path
 from .claims import EXPERIMENTS, Experiment, experiment
 from .experiments import untuned_scores
 from .settings import TrainConfig
+from .stopping import train_with_test_curve
 from .training import prepare_task, train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,22 +59,34 @@ def plan(exp: Experiment, smoke: bool = False, seeds: tuple | None = None) -> li
             for arm in exp.arms:
                 cfg = run_config(exp, arm, rate, seed, smoke)
                 runs.append({"experiment": exp.key, "arm": arm, "rate": cfg.learning_rate, "seed": seed,
-                             "config": cfg, "key": run_key(cfg, exp.device)})
+                             "config": cfg, "key": exp_run_key(exp, cfg), "test_curve": bool(exp.replay)})
     return runs
 
 
-def run_key(cfg: TrainConfig, device: str | None = None) -> str:
+def run_key(cfg: TrainConfig, device: str | None = None, test_curve: bool = False) -> str:
     """A stable id of a run's settings: runs with the same settings are one run, whichever experiment asks.
     Reference runs: every notebook's "Reference verdicts" section (notebooks 00-05).
 
     The device is not part of the settings, so a run made on a GPU serves a CPU's plan too, except for
     experiments about one kind of device (``Experiment.device``, e.g. bf16 on the CPU): their keys
-    carry ``device``, so a GPU run of the same settings never stands in for the CPU's.
+    carry ``device``, so a GPU run of the same settings never stands in for the CPU's. ``test_curve``:
+    a run that also logged the test score at every evaluation (stopping rules are replayed on it); a run
+    of the same settings without that log cannot stand in for it.
     """
     d = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name not in ("output_dir", "device")}
     if device:
         d["device_kind"] = device
+    if test_curve:
+        d["test_curve"] = True
     return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def exp_run_key(exp: Experiment, cfg: TrainConfig, device: str | None = None) -> str:
+    """:func:`run_key` of one run of ``exp`` (its device and test-curve flags); ``device`` overrides the experiment's.
+
+    Reference runs: every notebook's "Reference verdicts" section (notebooks 00-05).
+    """
+    return run_key(cfg, device or exp.device, bool(exp.replay))
 
 
 UNTUNED_FIELDS = ("model", "task", "train_size", "dev_size", "test_size", "max_seq_length")
@@ -134,7 +147,7 @@ def _device_key(rec: dict) -> str:
     exp = experiment(rec["experiment"])
     smoke = rec["config"].get("train_size") == SMOKE["train_size"]
     cfg = run_config(exp, rec["arm"], rec["rate"] if exp.rates else None, rec["seed"], smoke)
-    return run_key(cfg, device_kind(rec))
+    return exp_run_key(exp, cfg, device_kind(rec))
 
 
 def append_record(path: Path, record: dict) -> None:
@@ -154,7 +167,11 @@ def train_and_store(todo: list[dict], path: Path, label: str, progress: bool = T
     """Train each planned run of ``todo`` and append its record to ``path`` as it finishes (a Ctrl-C keeps every
     finished run); returns how many ran. Reference runs (notebooks 00-05) and the subset transfer (notebook 06)."""
     for i, run in enumerate(todo, 1):
-        result = train(run["config"], progress=progress)
+        if run.get("test_curve"):  # stopping rules are replayed on this run: log the test score at every evaluation
+            cfg = run["config"]
+            result = train_with_test_curve(cfg, prepare_task(cfg), progress=progress)
+        else:
+            result = train(run["config"], progress=progress)
         if result.stop_reason == "interrupted":
             raise KeyboardInterrupt
         append_record(path, record_of(run, result))
@@ -218,6 +235,8 @@ def record_of(run: dict, result) -> dict:
         "wall_s": result.wall_time, "steps_per_s": result.steps_per_sec, "peak_mb": result.peak_memory_mb,
         "device": result.device, "precision": result.precision, "versions": provenance(),
         "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        **({"test_curve": {str(k): v for k, v in result.test_curve.items()}} if getattr(result, "test_curve", None)
+           else {}),
     }
 
 

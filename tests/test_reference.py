@@ -41,7 +41,8 @@ def test_every_stored_record_fits_the_schema_and_todays_trainconfig():
 def test_claims_name_real_experiments_and_arms():
     for c in C.CLAIMS:
         e = C.experiment(c.experiment)
-        assert c.a in e.arms and (c.b in e.arms or "b_rate" in c.extra), c.key
+        arms = set(e.arms) | set(e.replay)
+        assert c.a in arms and (c.b in arms or "b_rate" in c.extra), c.key
         assert c.expect in ("a_better", "b_better", "a_not_worse", "equivalent")
         assert e.notebook == c.notebook
     assert len({c.key for c in C.CLAIMS}) == len(C.CLAIMS)
@@ -251,3 +252,53 @@ def test_subset_transfer_ranks_the_subset_runs_against_the_full_data(tmp_path):
     line = T.subset_transfer_summary(table)
     assert "3 configurations" in line and "rank correlation of -1.00" in line and "10% of their time" in line
     assert "--subset-transfer 0.1" in T.subset_transfer_summary(T.subset_transfer_table(0.1, tmp_path / "none"))
+
+
+REPLAY = C.Experiment("tiny_replay", "99_test", "stopping rules replayed", dict(C.CODE_SMALL, eval_loss=True),
+                      {"trained to the end": {}}, seeds=(0, 1),
+                      replay={"metric": "patience 3 on metric", "loss": "patience 3 on loss", "end": "end"})
+
+
+def test_replayed_arms_keep_what_the_rule_keeps_on_each_seeds_run():
+    """Notebook 04's reference: each rule replayed on a stored run trained to the end, scored by its test curve."""
+    exp = REPLAY
+    plain = R.run_key(R.run_config(exp, "trained to the end", None, 0))
+    assert R.plan(exp)[0]["key"] != plain and R.plan(exp)[0]["test_curve"]  # a run without the curve never stands in
+    metric = [0.70, 0.75, 0.74, 0.73, 0.72, 0.71]  # best at step 4, patience 3 fires at step 16
+    loss = [0.80, 0.70, 0.72, 0.74, 0.76, 0.78]  # best at step 4 too, fires at step 16
+    records = {}
+    for seed, shift in ((0, 0.0), (1, 0.01)):
+        evals = [{"step": 4 * i, "metric": m + shift, "loss": l} for i, (m, l) in enumerate(zip(metric, loss))]
+        test = {str(4 * i): 0.60 + i / 100 + shift for i in range(6)}
+        key = R.plan(exp)[seed]["key"]
+        records[key] = {"key": key, "kind": "run", "seed": seed, "evals": evals, "test_curve": test, "wall_s": 100.0,
+                        "metrics": {"dev": evals[-1]["metric"], "test": test["20"], "steps": 20}, "device": "cpu"}
+    kept = R.replayed_runs(exp, "metric", records)
+    assert [r["seed"] for r in kept] == [0, 1] and [r["kept_step"] for r in kept] == [4, 4]
+    assert [r["test"] for r in kept] == pytest.approx([0.61, 0.62]) and kept[0]["stop_step"] == 16
+    assert kept[0]["wall_s"] == pytest.approx(80.0)  # 16 of 20 steps
+    assert [r["test"] for r in R.replayed_runs(exp, "end", records)] == pytest.approx([0.65, 0.66])
+    assert R.arm_runs(exp, "loss", None, records)[0]["kept_step"] == 4
+    del records[R.plan(exp)[1]["key"]]["test_curve"]  # a run without its test curve cannot be replayed
+    assert [r["seed"] for r in R.replayed_runs(exp, "metric", records)] == [0]
+
+
+def test_replays_agree_with_the_real_early_stopped_runs():
+    """The stored replays stand in for real early stopping: seed by seed, the trainer's own EarlyStoppingCallback kept
+    the same test score (experiment 'stopping' against 'stopping_replay')."""
+    check = R.replay_check()
+    assert len(check) >= 9, "too few seeds with both a real and a replayed run"
+    assert check["agree"].all(), check[~check["agree"]]
+
+
+@pytest.mark.slow
+def test_a_replay_run_logs_the_test_score_at_every_evaluation(tmp_path):
+    logs = []
+    assert R.run_experiment(REPLAY, tmp_path, smoke=True, progress=False, log=logs.append) == 2
+    recs = [r for r in R.load_records(tmp_path).values() if r["kind"] == "run"]
+    assert len(recs) == 2
+    for rec in recs:
+        steps = [str(e["step"]) for e in rec["evals"]]
+        assert sorted(rec["test_curve"], key=int) == steps  # step 0 included
+        assert rec["test_curve"][steps[-1]] == pytest.approx(rec["metrics"]["test"], abs=1e-6)
+    assert len(R.replayed_runs(REPLAY, "metric", R.load_records(tmp_path), smoke=True)) == 2
