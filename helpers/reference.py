@@ -254,6 +254,29 @@ def rate_table(key: str, store: Path | None = None, records: dict | None = None,
     return table
 
 
+def arm_comparisons(key: str, baselines: tuple = (), store: Path | None = None, records: dict | None = None) -> list:
+    """Every other arm of experiment ``key`` against each of ``baselines`` (default: its first arm) on paired seeds,
+    as :class:`helpers.verdicts.Comparison` objects (``.sentence()`` prints one).
+
+    Notebook 07's bar: the tuned recipe against the common default and the library's own example (``recipe_target``).
+    """
+    records = load_records(store) if records is None else records
+    exp = experiment(key)
+    arms = list(exp.arms)
+    out = []
+    for base in baselines or arms[:1]:
+        for arm in arms:
+            a, b = same_device_pairs(arm_runs(exp, arm, None, records), arm_runs(exp, base, None, records))
+            if arm == base or not a:
+                continue
+            python = a[0]["record"].get("versions", {}).get("python")
+            untuned = records.get(untuned_key(run_config(exp, base, None, 0), python))
+            metric = a[0]["record"].get("metric", "Spearman")
+            out.append(compare(arm, a, base, b, metric=metric, margin=default_margin(metric),
+                               untuned=untuned["metrics"]["test"] if untuned else None))
+    return out
+
+
 def describe_store(records: list[dict]) -> str:
     """Where the records came from: seeds, devices, precisions, commits.
 
