@@ -112,7 +112,7 @@ EXPERIMENTS = [
                STSB, {"full": {}, "freeze emb + 4": {"freeze_layers": 4},
                       "top block only": {"freeze_layers": 5},
                       "gradual unfreezing": {"gradual_unfreezing": True, "epochs": 3}},
-               rates=(2e-5, 5e-5, 1e-4), seeds=SEEDS4, best_seeds=(4, 5, 6, 7), priority=6),
+               rates=(2e-5, 5e-5, 1e-4), seeds=SEEDS4, best_seeds=tuple(range(4, 13)), priority=6),
     Experiment("freezing_small", "02_layer_freezing",
                "Does freezing prevent overfitting on small data (128 code-search pairs, 10 epochs)?",
                CODE_SMALL, {"full": {}, "freeze emb + 4": {"freeze_layers": 4}},
@@ -137,7 +137,7 @@ EXPERIMENTS = [
                "Stopping rules replayed on one run per seed trained to the end, the test score logged at every "
                "evaluation (128 code-search pairs).",
                dict(CODE_SMALL, eval_loss=True, learning_rate=1e-4), {"trained to the end": {}},
-               seeds=tuple(range(20)), priority=4,
+               seeds=tuple(range(30)), priority=4,
                replay={"watch the metric": "patience 3 on metric", "watch loss": "patience 3 on loss",
                        "no stopping": "end"}),
     Experiment("losses", "05_losses_for_the_task", "CoSENT against CosineSimilarityLoss on STS-B.",
