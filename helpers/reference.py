@@ -183,7 +183,8 @@ def claim_comparison(c: Claim, records: dict | None = None, smoke: bool = False,
     if not a_runs or not b_runs:
         return None
     python = a_runs[0]["record"].get("versions", {}).get("python")
-    untuned = records.get(untuned_key(run_config(exp, c.a, None, 0, smoke), python))
+    trained = c.a if c.a in exp.arms else next(iter(exp.arms))  # a replayed arm: the run it is replayed on
+    untuned = records.get(untuned_key(run_config(exp, trained, None, 0, smoke), python))
     metric = a_runs[0]["record"].get("metric", "Spearman")
     a_label = a_name if ra is None else f"{a_name} @ {ra:g}"
     b_label = b_name if rb is None else f"{b_name} @ {rb:g}"

@@ -259,7 +259,7 @@ REPLAY = C.Experiment("tiny_replay", "99_test", "stopping rules replayed", dict(
                       replay={"metric": "patience 3 on metric", "loss": "patience 3 on loss", "end": "end"})
 
 
-def test_replayed_arms_keep_what_the_rule_keeps_on_each_seeds_run():
+def test_replayed_arms_keep_what_the_rule_keeps_on_each_seeds_run(monkeypatch):
     """Notebook 04's reference: each rule replayed on a stored run trained to the end, scored by its test curve."""
     exp = REPLAY
     plain = R.run_key(R.run_config(exp, "trained to the end", None, 0))
@@ -272,13 +272,19 @@ def test_replayed_arms_keep_what_the_rule_keeps_on_each_seeds_run():
         test = {str(4 * i): 0.60 + i / 100 + shift for i in range(6)}
         key = R.plan(exp)[seed]["key"]
         records[key] = {"key": key, "kind": "run", "seed": seed, "evals": evals, "test_curve": test, "wall_s": 100.0,
-                        "metrics": {"dev": evals[-1]["metric"], "test": test["20"], "steps": 20}, "device": "cpu"}
+                        "metrics": {"dev": evals[-1]["metric"], "test": test["20"], "steps": 20}, "device": "cpu",
+                        "precision": "bf16", "versions": {"commit": "abc1234"}, "metric": "nDCG@10"}
     kept = R.replayed_runs(exp, "metric", records)
     assert [r["seed"] for r in kept] == [0, 1] and [r["kept_step"] for r in kept] == [4, 4]
     assert [r["test"] for r in kept] == pytest.approx([0.61, 0.62]) and kept[0]["stop_step"] == 16
     assert kept[0]["wall_s"] == pytest.approx(80.0)  # 16 of 20 steps
     assert [r["test"] for r in R.replayed_runs(exp, "end", records)] == pytest.approx([0.65, 0.66])
     assert R.arm_runs(exp, "loss", None, records)[0]["kept_step"] == 4
+    claim = C.Claim("tiny_replay", "99_test", "stopping beats the end", "tiny_replay", "metric", "end")
+    monkeypatch.setattr(R, "experiment", lambda k: exp)
+    monkeypatch.setattr(R, "claim", lambda k: claim)
+    text = R.claim_verdict("tiny_replay", records=records)  # the verdict reads the replayed arms
+    assert "metric 0.6150 vs end 0.6550" in text and "2 paired seeds" in text and "Stored runs: 2" in text
     del records[R.plan(exp)[1]["key"]]["test_curve"]  # a run without its test curve cannot be replayed
     assert [r["seed"] for r in R.replayed_runs(exp, "metric", records)] == [0]
 
