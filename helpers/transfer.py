@@ -225,10 +225,13 @@ def subset_transfer_summary(table, fraction: float = 0.1) -> str:
                 f"cores), resumably.")
     a = table.attrs
     wall = f" and {a['wall share']:.0%} of their time on the same device" if a.get("wall share") is not None else ""
+    top = {col: float(table.nlargest(5, col)["rate"].median()) for col in ("subset dev", "full test")}
     return (f"{n} configurations trained on {fraction:.0%} of the STS-B training pairs (one seed) and on all of them "
             f"(mean over the stored seeds): the subset's dev Spearman ranks them with a rank correlation of "
             f"{a['rho vs full test']:.2f} against the full runs' test Spearman ({a['rho vs full dev']:.2f} against "
-            f"their dev Spearman). The subset runs took {a['steps share']:.0%} of the full runs' optimizer steps{wall}.")
+            f"their dev Spearman). The subset runs took {a['steps share']:.0%} of the full runs' optimizer steps{wall}. "
+            f"Median peak rate of the five best: {top['subset dev']:.1e} on the subset, {top['full test']:.1e} on all "
+            f"the data.")
 
 
 __all__ = ["pick_for_transfer", "transfer_counts", "transfer_check", "rank_correlation", "cost_comparison",

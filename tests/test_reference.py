@@ -251,6 +251,7 @@ def test_subset_transfer_ranks_the_subset_runs_against_the_full_data(tmp_path):
     assert table.attrs["steps share"] == pytest.approx(0.1) and table.attrs["wall share"] == pytest.approx(0.1)
     line = T.subset_transfer_summary(table)
     assert "3 configurations" in line and "rank correlation of -1.00" in line and "10% of their time" in line
+    assert "Median peak rate of the five best: 5.0e-05 on the subset, 5.0e-05 on all the data" in line
     assert "--subset-transfer 0.1" in T.subset_transfer_summary(T.subset_transfer_table(0.1, tmp_path / "none"))
 
 
