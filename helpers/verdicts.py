@@ -227,7 +227,9 @@ class Comparison:
         if self.n >= 2:
             out = self.outcome(higher_is_better)
             word = {"better": f"{self.a} is better", "worse": f"{self.b} is better",
-                    "equivalent": "equivalent within the margin",
+                    "equivalent": "equivalent within the margin" + (
+                        "" if self.inside_noise else " (the interval excludes zero: a real difference, but smaller "
+                                                     "than the margin)"),
                     "inconclusive": "inconclusive (" + self.decided_by(higher_is_better) + ")"}[out]
             parts.append(word)
         else:

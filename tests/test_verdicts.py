@@ -77,6 +77,11 @@ def test_equivalence_needs_the_whole_interval_inside_the_margin():
     # Reliably different beyond the margin: an equivalence claim is contradicted.
     far = compare("a", runs(0.87, 0.88, 0.875), "b", runs(0.85, 0.86, 0.855), margin=0.005)
     assert far.outcome() == "better" and judge(far, "equivalent") == "contradicted"
+    # A small, steady difference: the interval excludes zero yet lies inside the margin. Equivalent, and it says so.
+    steady = compare("a", runs(0.853, 0.854, 0.852), "b", runs(0.850, 0.851, 0.849), margin=0.005)
+    assert steady.outcome() == "equivalent" and steady.low > 0
+    assert "excludes zero: a real difference, but smaller than the margin" in steady.sentence()
+    assert "excludes zero" not in inside.sentence()
 
 
 def test_reversed_difference_contradicts():
