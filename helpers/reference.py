@@ -278,6 +278,28 @@ def arm_comparisons(key: str, baselines: tuple = (), store: Path | None = None, 
     return out
 
 
+def show_arms(key: str, baselines: tuple = (), store: Path | None = None):
+    """Print each arm of experiment ``key`` against the baselines (:func:`arm_comparisons`), the untuned score and
+    where the runs came from, or how to run them when none is stored; returns the per-arm table (:func:`rate_table`).
+
+    Notebook 07's bar (``recipe_target``).
+    """
+    records = load_records(store)
+    exp = experiment(key)
+    table = rate_table(key, records=records)
+    untuned = table.attrs.get("untuned")
+    if untuned:
+        print(f"untuned: dev {untuned['dev']:.4f}, test {untuned['test']:.4f}")
+    used = experiment_records(exp, records)
+    if not used:
+        print(f"No {exp.key} runs stored yet: `make reference EXPERIMENT={exp.key}` runs them, resumably.")
+        return None
+    for comparison in arm_comparisons(key, baselines, records=records):
+        print(comparison.sentence(f"test {used[0].get('metric', 'score')}"))
+    print(f"Stored runs: {len(used)} ({describe_store(used)}).")
+    return table.drop(columns=["rate", "best on dev"], errors="ignore")
+
+
 def describe_store(records: list[dict]) -> str:
     """Where the records came from: seeds, devices, precisions, commits.
 

@@ -331,3 +331,8 @@ def test_arm_comparisons_pair_each_arm_with_the_baselines_by_seed(monkeypatch):
     tuned = comps[1]
     assert tuned.diff == pytest.approx(0.0113, abs=1e-4) and tuned.low > 0  # the planted gain is found
     assert "tuned is better" in tuned.sentence("test Spearman")
+
+
+def test_show_arms_says_how_to_run_an_experiment_with_no_records(tmp_path, capsys):
+    assert R.show_arms("recipe_target", store=tmp_path) is None
+    assert "make reference EXPERIMENT=recipe_target" in capsys.readouterr().out
