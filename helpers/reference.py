@@ -183,13 +183,18 @@ def claim_comparison(c: Claim, records: dict | None = None, smoke: bool = False,
     if not a_runs or not b_runs:
         return None
     python = a_runs[0]["record"].get("versions", {}).get("python")
-    trained = c.a if c.a in exp.arms else next(iter(exp.arms))  # a replayed arm: the run it is replayed on
-    untuned = records.get(untuned_key(run_config(exp, trained, None, 0, smoke), python))
+    untuned = untuned_for(exp, records, python, smoke)
     metric = a_runs[0]["record"].get("metric", "Spearman")
     a_label = a_name if ra is None else f"{a_name} @ {ra:g}"
     b_label = b_name if rb is None else f"{b_name} @ {rb:g}"
     return compare(a_label, a_runs, b_label, b_runs, key=c.key_metric, metric=metric,
                    margin=default_margin(metric), untuned=untuned["metrics"][c.key_metric] if untuned else None)
+
+
+def untuned_for(exp: Experiment, records: dict, python: str | None = None, smoke: bool = False) -> dict | None:
+    """The stored untuned record of ``exp``'s regime (its data, sizes and sequence length are the same for every arm),
+    or ``None``. Reference runs: every notebook's "Reference verdicts" section (notebooks 00-07)."""
+    return records.get(untuned_key(run_config(exp, next(iter(exp.arms)), None, 0, smoke), python))
 
 
 def replay_check(replayed: str = "stopping_replay", real: str = "stopping", store: Path | None = None,
@@ -249,7 +254,7 @@ def rate_table(key: str, store: Path | None = None, records: dict | None = None,
                          "test min": min(test), "test max": max(test), "best on dev": rate == best})
     table = pd.DataFrame(rows)
     python = first.get("versions", {}).get("python") if first else None
-    untuned = records.get(untuned_key(run_config(exp, next(iter(exp.arms)), None, 0, smoke), python))
+    untuned = untuned_for(exp, records, python, smoke)
     table.attrs.update(experiment=key, question=exp.question, untuned=untuned["metrics"] if untuned else None,
                        metric=first.get("metric", "score") if first else "score")
     return table
@@ -266,12 +271,11 @@ def arm_comparisons(key: str, baselines: tuple = (), store: Path | None = None, 
     arms = list(exp.arms)
     out = []
     for base in baselines or arms[:1]:
-        for arm in arms:
+        for arm in (x for x in arms if x != base):
             a, b = same_device_pairs(arm_runs(exp, arm, None, records), arm_runs(exp, base, None, records))
-            if arm == base or not a:
+            if not a:
                 continue
-            python = a[0]["record"].get("versions", {}).get("python")
-            untuned = records.get(untuned_key(run_config(exp, base, None, 0), python))
+            untuned = untuned_for(exp, records, a[0]["record"].get("versions", {}).get("python"))
             metric = a[0]["record"].get("metric", "Spearman")
             out.append(compare(arm, a, base, b, metric=metric, margin=default_margin(metric),
                                untuned=untuned["metrics"]["test"] if untuned else None))

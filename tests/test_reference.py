@@ -46,6 +46,8 @@ def test_claims_name_real_experiments_and_arms():
         assert c.expect in ("a_better", "b_better", "a_not_worse", "equivalent")
         assert e.notebook == c.notebook
     assert len({c.key for c in C.CLAIMS}) == len(C.CLAIMS)
+    for e in C.EXPERIMENTS:  # one untuned score per experiment (reference.untuned_for): no arm changes the data
+        assert len({R.untuned_key(R.run_config(e, arm, None, 0)) for arm in e.arms}) == 1, e.key
     with pytest.raises(KeyError, match="known: precision"):
         C.experiment("nope")
 
