@@ -16,7 +16,8 @@ the import graph and fails on any cycle and on any import that points up):
    (the Optuna study), ``workers`` (running its trials: one process, local
    workers, torchrun), ``transfer`` (does the subset's ranking hold),
    ``claims``, ``refstore`` and ``reference`` (the syllabus's claims, the reference runs' plan and
-   records, and the runs and verdicts that measure them);
+   records, and the runs and verdicts that measure them), ``target`` (the recipe's bar: the tuned recipe
+   against the common default and the library's example, from the stored records);
 4. presentation: ``plots/`` and ``widgets/`` (one module per lesson topic), and
    ``search`` (notebook 06's one name for tuning, workers, transfer and plots.search);
 5. applications: ``recipe`` (with ``recipe_report``: its report and whether tuning paid off), ``cli``
@@ -33,7 +34,7 @@ Lessons and the modules they use (each notebook's first cell names them too):
 - 04 validation and early stopping: stopping, experiments, verdicts, plots.stopping, widgets.dashboard
 - 05 losses for the task: losses, inbatch, crosseval, data, models, verdicts, plots.losses
 - 06 search on a subset: search (tuning, workers, transfer, plots.search), verdicts
-- 07 the full recipe: recipe, recipe_report, search, data, verdicts, plots.recipe, plots.schedules, cli
+- 07 the full recipe: recipe, recipe_report, target, search, data, verdicts, plots.recipe, plots.schedules, cli
 
 Every public function and class names its lesson in its docstring ("(notebook 03)"); plumbing names what uses
 it (``make data``, ``python -m helpers``, ``tools/gpu_pack.py``); ``tests/test_layers.py`` checks both.
@@ -70,7 +71,7 @@ _SUBMODULES = (
     "accumulation", "batching", "callbacks", "cli", "codesearch", "config", "crosseval", "data", "distributed",
     "evaluation", "experiments", "freezing", "inbatch", "losses", "measure", "models", "plots", "rangetest",
     "recipe", "results", "schedules", "search", "settings", "stopping", "tasks", "training", "transfer", "tuning",
-    "verdicts", "widgets", "workers", "claims", "refstore", "reference", "devices", "datafetch", "records",
+    "verdicts", "widgets", "workers", "claims", "refstore", "reference", "target", "devices", "datafetch", "records",
     "recipe_report",
 )
 _ALIASES = {"curve_plots": "plots", "batch_plots": "plots", "batch_widgets": "widgets", "memory": "measure"}

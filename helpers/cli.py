@@ -141,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     f = rp.add_argument_group("final training")
     f.add_argument("--epochs", type=_positive_float, metavar="N",
                    help="epochs of every run (default: the scale's, 1 at workshop)")
+    f.add_argument("--search-epochs", type=_positive_float, metavar="N",
+                   help="epochs of each search trial (default: --epochs). With --subset 1, --search-epochs 1 "
+                        "--epochs 4 searches on all the data at a quarter of the final run's cost per trial")
     f.add_argument("--patience", type=_positive_int, default=3, metavar="N",
                    help="early stopping: evaluations without improvement before the final run stops (default: 3)")
     f.add_argument("--no-default", action="store_true",
@@ -200,7 +203,8 @@ def _recipe(args):
                   storage=args.storage, score_range=tuple(args.score_range), loss=args.loss, model=args.model,
                   epochs=args.epochs, patience=getattr(args, "patience", 3), max_seq_length=args.max_seq_length,
                   seed=args.seed, device=args.device, train_size=args.train_size, progress=not args.no_progress,
-                  worker=args.worker, compare_default=not getattr(args, "no_default", False))
+                  worker=args.worker, compare_default=not getattr(args, "no_default", False),
+                  search_epochs=getattr(args, "search_epochs", None))
 
 
 def main(argv=None) -> int:
@@ -241,7 +245,8 @@ def main(argv=None) -> int:
         done = len(finished(recipe.study))
         say(f"starting {args.workers} search workers (logs in {recipe.output / 'workers'})...", file=sys.stderr)
         search_parser = next(a for a in parser._actions if a.dest == "command").choices["search"]
-        workers = Workers.run_workers(search_parser, args, recipe, progress=not args.no_progress)
+        trial_args = argparse.Namespace(**{**vars(args), "epochs": recipe.trial_base().epochs})  # each trial's
+        workers = Workers.run_workers(search_parser, trial_args, recipe, progress=not args.no_progress)
         workers["new_trials"] = len(finished(recipe.study)) - done
         if workers["interrupted"] or any(workers["exit_codes"]):
             recipe.summary.update(status="interrupted" if workers["interrupted"] else "failed", stage="search")

@@ -214,7 +214,7 @@ class Recipe:
                  loss: str | None = None, model: str | None = None, epochs: float | None = None, patience: int = 3,
                  max_seq_length: int | None = None, seed: int = 0, device: str | None = None,
                  train_size: int | None = None, fresh: bool = False, progress: bool = True, worker: int = 0,
-                 compare_default: bool = True):
+                 compare_default: bool = True, search_epochs: float | None = None):
         self.args = dict(train=str(train), dev=dev and str(dev), test=test and str(test), score_range=tuple(score_range),
                          train_size=train_size)
         self.scale = get_scale(scale)
@@ -223,6 +223,7 @@ class Recipe:
         self.subset_fraction, self.pruner, self.study_name = subset, pruner, study_name
         self.storage = storage
         self.loss, self.model_name, self.epochs, self.patience = loss, model, epochs, patience
+        self.search_epochs = search_epochs  # epochs of each trial (default: ``epochs``); fewer costs less
         self.max_seq_length = max_seq_length or self.scale.max_seq_length
         self.seed, self.device, self.fresh, self.progress = seed, device, fresh, progress
         self.worker, self.compare_default = worker, compare_default
@@ -289,6 +290,9 @@ class Recipe:
             raise ConfigError("subset", self.subset_fraction, "a fraction in (0, 1]", "About 0.1 (10%) is usual.")
         if self.pruner not in S.PRUNERS:
             raise ConfigError("pruner", self.pruner, f"one of {', '.join(S.PRUNERS)}", "'halving' is the default.")
+        if self.search_epochs is not None and not (isinstance(self.search_epochs, (int, float))
+                                                   and self.search_epochs > 0):
+            raise ConfigError("search_epochs", self.search_epochs, "a positive number", "1 with --subset 1.")
         if not isinstance(self.patience, int) or self.patience < 1:
             raise ConfigError("patience", self.patience, "a whole number of at least 1", "The syllabus uses 3.")
         lo, hi = self.args["score_range"]
@@ -311,7 +315,7 @@ class Recipe:
                                 max_seq_length=self.max_seq_length, seed=self.seed, device=self.device,
                                 scale=self.scale.name, score_range=self.args["score_range"])
         # the search's extreme settings and the final run's must be valid before anything trains
-        for cfg in (S.search_base(self.base), self.final_base()):
+        for cfg in (S.search_base(self.trial_base()), self.final_base()):
             validate(cfg.resolved(), layers=layers, columns=self.task.columns)
         self.search_task = S.subset_task(self.task, self.subset_fraction, self.seed)
         if Dist.is_distributed():  # every trial's batch must give each process a full batch (data-parallel)
@@ -324,7 +328,7 @@ class Recipe:
             S.delete_study(self.study_name, self.storage)
             for name in RUN_NAMES:
                 (self.output / f"{name}_result.json").unlink(missing_ok=True)
-        settings = S.settings_record(S.search_base(self.base).resolved(), self.space, self.search_task,
+        settings = S.settings_record(S.search_base(self.trial_base()).resolved(), self.space, self.search_task,
                                       self.subset_fraction)
         self.study = S.create_study(self.study_name, self.storage, pruner=self.pruner, seed=self.seed,
                                     settings=settings, max_evals=self._max_evals(), worker=self.worker)
@@ -338,13 +342,18 @@ class Recipe:
                               "search subset": len(self.search_task.train)},
                      "warnings": self.warnings},
             "search": {"study": self.study_name, "storage": S.storage_url(self.storage), "trials": self.trials,
-                       "pruner": self.pruner, "subset_fraction": self.subset_fraction},
+                       "pruner": self.pruner, "subset_fraction": self.subset_fraction,
+                       "epochs": self.trial_base().epochs or self.scale.epochs},
             "model": None})
         self._time("prepare", start)
         return self
 
+    def trial_base(self) -> TrainConfig:
+        """What every search trial starts from: the final run's data and settings, over ``search_epochs``."""
+        return self.base if self.search_epochs is None else self.base.replace(epochs=self.search_epochs)
+
     def _max_evals(self) -> int:
-        epochs = self.epochs or self.scale.epochs
+        epochs = self.trial_base().epochs or self.scale.epochs
         return max(1, math.ceil(epochs * S.SEARCH_EVALS_PER_EPOCH))
 
     def final_base(self) -> TrainConfig:
@@ -364,13 +373,13 @@ class Recipe:
         """Run the study on the subset until it holds ``trials`` finished trials (resumes a stored one)."""
         start = time.perf_counter()
         self.summary["stage"] = "search"
-        objective = S.Objective(self.base, self.search_task, self.space, save_best_to=self.output / "best_trial_model",
+        objective = S.Objective(self.trial_base(), self.search_task, self.space, save_best_to=self.output / "best_trial_model",
                                 callbacks=[SyncStop()] if Dist.is_distributed() else (),
                                 on_trial=lambda trial, result: trial.set_user_attr("worker", self.worker))
         report = None
         try:
             if Dist.is_distributed():  # torchrun: every trial trains on all processes together
-                report = lockstep_search(self.study, objective, self.trials, self.base, self.search_task,
+                report = lockstep_search(self.study, objective, self.trials, self.trial_base(), self.search_task,
                                          self.space, progress=self.progress)
             else:
                 report = run_search(self.study, objective, self.trials, progress=self.progress)

@@ -134,6 +134,7 @@ BAD = {
     "zero trials": (lambda d, r: ["--trials", 0], "must be at least 1"),
     "subset above 1": (lambda d, r: ["--subset", 1.5], "fraction in (0, 1]"),
     "negative epochs": (lambda d, r: ["--epochs", -1], "positive number"),
+    "zero search epochs": (lambda d, r: ["--search-epochs", 0], "positive number"),
     "unknown scale": (lambda d, r: ["--scale", "huge"], "invalid choice: 'huge'"),
     "unknown pruner": (lambda d, r: ["--pruner", "asha"], "invalid choice: 'asha'"),
     "unknown device": (lambda d, r: ["--device", "tpu"], "Unknown device 'tpu'"),
@@ -182,6 +183,20 @@ def test_a_different_search_in_the_same_folder_is_refused(tmp_path, rows, capsys
     R.Recipe(train=data, score_range=(0, 5), output=out, scale="smoke", max_seq_length=32).prepare()
     code, io = run(["recipe", "--train", data, "--score-range", 0, 5, "--output", out, *FAST, "--subset", 0.5],
                    capsys)
+    assert code == 2 and "other settings" in io.err
+
+
+def test_trials_can_train_fewer_epochs_than_the_final_run(tmp_path, rows, capsys, no_training):
+    """--search-epochs: the search on all the data for a quarter of the final run's epochs (notebook 07's bar)."""
+    data = write_csv(tmp_path / "p.csv", rows)
+    out = tmp_path / "out"
+    r = R.Recipe(train=data, score_range=(0, 5), output=out, scale="smoke", max_seq_length=32, subset=1.0,
+                 epochs=4, search_epochs=1).prepare()
+    assert r.trial_base().epochs == 1 and r.final_base().epochs == 4 and r.default_config().epochs == 4
+    assert r.summary["search"]["epochs"] == 1 and r.summary["data"]["rows"]["search subset"] == 32
+    # the study records the trials' epochs: another number in the same folder is refused, not mixed in
+    code, io = run(["recipe", "--train", data, "--score-range", 0, 5, "--output", out, *FAST, "--subset", 1,
+                    "--epochs", 4, "--search-epochs", 2], capsys)
     assert code == 2 and "other settings" in io.err
 
 

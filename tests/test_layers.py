@@ -20,7 +20,7 @@ LAYERS = {
         "devices", "datafetch", "records"],
     2: ["settings", "batching", "freezing", "distributed", "callbacks", "training"],
     3: ["experiments", "verdicts", "stopping", "crosseval", "rangetest", "accumulation", "inbatch", "tuning", "transfer",
-        "workers", "claims", "refstore", "reference"],
+        "workers", "claims", "refstore", "reference", "target"],
     4: ["plots", "widgets", "search"],
     5: ["recipe", "recipe_report", "cli", "__main__", "__init__"],
 }

@@ -52,3 +52,39 @@ def plot_rate_isolation(table, axes=None):
                             fontsize=10)
     axes[0].figure.tight_layout()
     return axes
+
+
+def plot_recipe_bar(runs: dict[str, list[dict]], curves: dict, untuned: dict | None = None, target: float = 0.870,
+                    axes=None):
+    """Notebook 07's bar, in two panels: the validation score at every evaluation (mean over seeds, one line per
+    arm, min-max shaded), and each seed's test score per arm (dots, the mean as a bar) against the target line.
+
+    ``runs``: :func:`helpers.target.bar_runs`; ``curves``: :func:`helpers.target.dev_curves`.
+    """
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=SIZE)
+    left, right = axes
+    untuned = untuned or {}
+    for k, (arm, table) in enumerate(curves.items()):
+        left.plot(table.index, table.mean(axis=1), marker="o", color=f"C{k}", label=f"{arm} ({table.shape[1]} seeds)")
+        left.fill_between(table.index, table.min(axis=1), table.max(axis=1), color=f"C{k}", alpha=0.15)
+    if "dev" in untuned:
+        left.axhline(untuned["dev"], color="grey", ls="--", lw=1, label="untuned")
+    left.set(xlabel="epoch", ylabel="dev Spearman", title="validation score during training (mean, min-max)")
+    for k, (arm, rs) in enumerate(runs.items()):
+        ys = [r["test"] for r in rs]
+        right.scatter([k] * len(ys), ys, color=f"C{k}", s=22, zorder=3)
+        if ys:
+            right.hlines(sum(ys) / len(ys), k - 0.3, k + 0.3, color=f"C{k}", lw=2)
+    right.axhline(target, color="black", ls=":", lw=1, label=f"target {target}")
+    if "test" in untuned:
+        right.axhline(untuned["test"], color="grey", ls="--", lw=1, label="untuned")
+    right.set_xticks(range(len(runs)), list(runs), fontsize=8)
+    right.set(ylabel="test Spearman", title="test score per seed (bar: mean)")
+    for ax in axes:
+        ax.title.set_fontsize(9)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="lower right")
+    axes[0].figure.suptitle("the recipe's bar: 4 epochs on all of STS-B", fontsize=10)
+    axes[0].figure.tight_layout()
+    return axes

@@ -1,0 +1,92 @@
+"""Notebook 07's bar (helpers.target): the tuned recipe against the common default and the library's example,
+computed from records built here (nothing trains)."""
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pytest  # noqa: E402
+
+from helpers import claims as C  # noqa: E402
+from helpers import reference as R  # noqa: E402
+from helpers import target as T  # noqa: E402
+from helpers.plots import plot_recipe_bar  # noqa: E402
+
+EXP = C.experiment(T.EXPERIMENT)
+
+
+def records_of(scores: dict[str, tuple]) -> dict:
+    """Stored-looking records of the real ``recipe_target`` arms, one per seed, with a 3-point dev curve."""
+    records = {}
+    for arm, tests in scores.items():
+        for seed, test in enumerate(tests):
+            key = R.exp_run_key(EXP, R.run_config(EXP, arm, None, seed))
+            evals = [{"epoch": e, "step": int(e * 360), "metric": test + 0.02 * e / 4, "loss": None} for e in (0, 2, 4)]
+            records[key] = {"key": key, "kind": "run", "seed": seed, "metric": "Spearman", "device": "cpu",
+                            "metrics": {"dev": test + 0.02, "test": test}, "wall_s": 780.0 + seed, "versions": {},
+                            "evals": evals}
+    return records
+
+
+def test_the_bar_names_real_arms_of_the_experiment():
+    assert T.TUNED in EXP.arms and set(T.BASELINES) <= set(EXP.arms)
+    for arm in EXP.arms:  # every arm trains 4 epochs on all of STS-B, scored on the whole test split
+        cfg = R.run_config(EXP, arm, None, 0)
+        assert (cfg.epochs, cfg.train_size, cfg.test_size, cfg.task) == (4, "all", "all", "stsb")
+
+
+def test_a_tuned_arm_above_target_and_both_baselines_clears_the_bar():
+    runs = T.bar_runs(records_of({"common default": (0.866, 0.865, 0.867), "library example": (0.864, 0.866, 0.865),
+                                  "tuned (search)": (0.872, 0.873, 0.874)}))
+    check = T.bar_check(runs, {"dev": 0.8672, "test": 0.8203})
+    assert check["cleared"] and check["reaches_target"] and check["seeds"] == 3
+    assert check["beats"] == {"common default": True, "library example": True}
+    assert check["mean"] == pytest.approx(0.873)
+    assert "clears the bar" in check["verdict"] and "goal" in check["verdict"]
+    assert [c.b for c in check["comparisons"]] == list(T.BASELINES)
+    assert all(c.paired and c.n == 3 for c in check["comparisons"])
+
+
+def test_a_tuned_arm_below_target_does_not_clear_it_even_when_it_wins():
+    runs = T.bar_runs(records_of({"common default": (0.860, 0.861, 0.859), "library example": (0.858, 0.857, 0.859),
+                                  "tuned (search)": (0.866, 0.867, 0.868)}))
+    check = T.bar_check(runs)
+    assert check["beats"] == {"common default": True, "library example": True}
+    assert not check["reaches_target"] and not check["cleared"]
+    assert "below the 0.87 target" in check["verdict"]
+
+
+def test_an_interval_that_reaches_zero_is_not_a_win():
+    runs = T.bar_runs(records_of({"common default": (0.871, 0.878, 0.869), "library example": (0.860, 0.861, 0.862),
+                                  "tuned (search)": (0.875, 0.872, 0.874)}))
+    check = T.bar_check(runs)
+    assert check["reaches_target"] and not check["cleared"]
+    assert check["beats"] == {"common default": False, "library example": True}
+    assert "not shown to beat the common default" in check["verdict"]
+
+
+def test_missing_runs_are_named():
+    runs = T.bar_runs(records_of({"common default": (0.866, 0.865), "tuned (search)": (0.872, 0.873)}))
+    check = T.bar_check(runs)
+    assert not check["cleared"] and "the library example has no paired runs yet" in check["verdict"]
+    assert "No runs of" in T.bar_check(T.bar_runs({}))["verdict"]
+
+
+def test_table_curves_and_plot_come_from_the_records():
+    runs = T.bar_runs(records_of({"common default": (0.866, 0.865, 0.867), "tuned (search)": (0.872, 0.873, 0.874)}))
+    table = T.bar_table(runs)
+    assert table.loc["tuned (search)", "seeds"] == 3 and table.loc["library example", "seeds"] == 0
+    assert table.loc["common default", "test"] == pytest.approx(0.866)
+    assert table.loc["tuned (search)", "minutes per run"] == pytest.approx(13.0167, abs=1e-3)
+    curves = T.dev_curves(runs)
+    assert set(curves) == {"common default", "tuned (search)"}
+    assert list(curves["tuned (search)"].index) == [0, 2, 4] and curves["tuned (search)"].shape[1] == 3
+    axes = plot_recipe_bar(runs, curves, {"dev": 0.8672, "test": 0.8203})
+    assert len(axes[0].lines) == 3  # two arms and the untuned line
+    dots = [len(c.get_offsets()) for c in axes[1].collections if type(c).__name__ == "PathCollection"]
+    assert dots == [3, 0, 3]  # a dot per seed, per arm
+
+
+def test_show_bar_says_how_to_run_it_with_no_records(tmp_path, capsys):
+    table = T.show_bar(store=tmp_path)
+    assert "make reference EXPERIMENT=recipe_target" in capsys.readouterr().out
+    assert (table["seeds"] == 0).all()
