@@ -216,6 +216,43 @@ def subset_transfer_table(fraction: float = 0.1, store: Path | None = None, reco
     return table
 
 
+def dev_test_table(store: Path | None = None, records: dict | None = None):
+    """Every stored one-epoch configuration on all the STS-B pairs with its mean dev and test Spearman over the
+    stored seeds, best on dev first; ``.attrs["rho"]``: the rank correlation of the two (notebook 07: would a
+    search that picks on dev pick what wins on test?)."""
+    import numpy as np
+    import pandas as pd
+    from scipy.stats import spearmanr
+
+    records = load_records(store) if records is None else records
+    groups: dict[str, list[dict]] = {}
+    for rec in _full_runs(records):
+        groups.setdefault(_config_ident(rec["config"]), []).append(rec)
+    rows = []
+    for recs in groups.values():
+        first = min(recs, key=lambda r: r["seed"])
+        rows.append({"configuration": f"{first['experiment']}: {first['arm']}", "rate": first["rate"],
+                     "dev": float(np.mean([r["metrics"]["dev"] for r in recs])),
+                     "test": float(np.mean([r["metrics"]["test"] for r in recs])), "seeds": len(recs)})
+    table = pd.DataFrame(rows, columns=["configuration", "rate", "dev", "test", "seeds"])
+    table = table.sort_values("dev", ascending=False).reset_index(drop=True)
+    table["rank on test"] = table["test"].rank(ascending=False, method="min").astype(int)
+    table.attrs["rho"] = float(spearmanr(table["dev"], table["test"])[0]) if len(table) >= 3 else None
+    return table
+
+
+def dev_test_summary(table) -> str:
+    """What :func:`dev_test_table` found, in a sentence (notebook 07)."""
+    if table.attrs.get("rho") is None:
+        return f"{len(table)} one-epoch configurations stored; at least 3 are needed."
+    top, best = table.iloc[0], table.loc[table["test"].idxmax()]
+    return (f"{len(table)} one-epoch configurations on all the STS-B pairs: dev and test Spearman rank them with a "
+            f"rank correlation of {table.attrs['rho']:.2f}. The best on dev ({top['configuration']} at "
+            f"{top['rate']:g}: dev {top['dev']:.4f}) is {int(top['rank on test'])} of {len(table)} on test "
+            f"({top['test']:.4f}); the best on test is {best['configuration']} at {best['rate']:g} "
+            f"({best['test']:.4f}).")
+
+
 def subset_transfer_summary(table, fraction: float = 0.1) -> str:
     """What :func:`subset_transfer_table` found, in a sentence (notebook 06's reference cell)."""
     n = table.attrs.get("configurations", 0)
@@ -237,4 +274,4 @@ def subset_transfer_summary(table, fraction: float = 0.1) -> str:
 __all__ = ["pick_for_transfer", "transfer_counts", "transfer_check", "rank_correlation", "cost_comparison",
            "transfer_table", "pruning_savings",
            "transfer_sources", "subset_transfer_plan", "run_subset_transfer", "subset_transfer_table",
-           "subset_transfer_summary", "SUBSET_TRANSFER"]
+           "subset_transfer_summary", "dev_test_table", "dev_test_summary", "SUBSET_TRANSFER"]

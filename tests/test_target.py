@@ -90,3 +90,27 @@ def test_show_bar_says_how_to_run_it_with_no_records(tmp_path, capsys):
     table = T.show_bar(store=tmp_path)
     assert "make reference EXPERIMENT=recipe_target" in capsys.readouterr().out
     assert (table["seeds"] == 0).all()
+
+
+def test_dev_test_table_ranks_one_epoch_configurations_by_dev_and_says_where_the_dev_pick_lands_on_test():
+    from helpers import transfer
+
+    exp = sorted(transfer.TRANSFER_SOURCES)[0]
+    scores = {("a", 1e-4): [(0.90, 0.850), (0.89, 0.852)], ("b", 1e-4): [(0.88, 0.862)], ("c", 5e-5): [(0.87, 0.858)],
+              ("d", 2e-5): [(0.86, 0.840)]}
+    records = {}
+    for (arm, rate), runs in scores.items():
+        for seed, (dev, test) in enumerate(runs):
+            cfg = {"task": "stsb", "train_size": "all", "epochs": 1, "learning_rate": rate, "seed": seed, "loss": arm}
+            key = f"{arm}-{rate}-{seed}"
+            records[key] = {"key": key, "kind": "run", "experiment": exp, "arm": arm, "rate": rate, "seed": seed,
+                            "config": cfg, "metrics": {"dev": dev, "test": test}}
+    records["4 epochs"] = dict(records["b-0.0001-0"], key="4 epochs", config={**records["b-0.0001-0"]["config"],
+                                                                              "epochs": 4})
+    table = transfer.dev_test_table(records=records)
+    assert list(table["configuration"].str.split(": ").str[1]) == ["a", "b", "c", "d"]  # best on dev first
+    assert table.loc[0, "seeds"] == 2 and table.loc[0, "test"] == pytest.approx(0.851)
+    assert list(table["rank on test"]) == [3, 1, 2, 4]
+    assert table.attrs["rho"] == pytest.approx(0.4)
+    text = transfer.dev_test_summary(table)
+    assert "is 3 of 4 on test" in text and "best on test is" in text and ": b at 0.0001" in text
