@@ -20,6 +20,8 @@ SUGGESTIONS = {
                 "10% and 25% ranked configurations almost in reverse of all the data (notebook 06's reference "
                 "cell); more trials (--trials 30); or train with the common default itself, which notebook 07's "
                 "bar compares with tuned settings over 4 epochs"),
+    "test": ("a validation file drawn like the data the model will meet (--dev), so that choosing on it means "
+             "something for the test; or train with the common default itself"),
 }
 
 
@@ -58,6 +60,11 @@ def assess(summary: dict) -> dict:
         if out["beats_default"]:
             notes.append(f"The tuned configuration beat the common default on the validation set by {diff:+.4f} "
                          f"({f['dev']:.4f} against {d['dev']:.4f}; one seed, so part of that may be seed noise).")
+            if f.get("test") is not None and d.get("test") is not None and f["test"] < d["test"]:
+                notes.append(f"On the test split it did not ({f['test']:.4f} against {d['test']:.4f}): the "
+                             f"validation split ranked the two differently. On STS-B the dev and test splits draw "
+                             f"their forum pairs from different sources, and the reference runs found the same "
+                             f"reversal over 4 epochs (notebook 07's bar). Try: " + SUGGESTIONS["test"] + ".")
         else:
             notes.append(f"The tuned configuration did not beat the common default on the validation set "
                          f"({f['dev']:.4f} against {d['dev']:.4f}, {diff:+.4f}): the search found nothing better "

@@ -19,7 +19,7 @@ import pandas as pd
 
 from .claims import experiment
 from .reference import arm_runs, untuned_for
-from .refstore import load_records
+from .refstore import load_records, run_config, run_key
 from .verdicts import compare, default_margin
 
 EXPERIMENT = "recipe_target"
@@ -56,6 +56,28 @@ def dev_curves(runs: dict[str, list[dict]]) -> dict[str, pd.DataFrame]:
             out[arm] = pd.DataFrame({r["seed"]: {e["epoch"]: e["metric"] for e in r["record"]["evals"]}
                                      for r in rs}).sort_index()
     return out
+
+
+def one_epoch_table(runs: dict[str, list[dict]], records: dict | None = None, store: Path | None = None):
+    """Each arm after 1 epoch (the stored one-epoch run of the same settings and seed, from notebooks 01 and 05's
+    reference experiments) and after 4: mean dev and test over the seeds that have both, and each column's ranking
+    (1 = best) (notebook 07: does a one-epoch search rank as four epochs do, and does dev rank as test does?)."""
+    records = load_records(store) if records is None else records
+    exp, rows = experiment(EXPERIMENT), []
+    for arm, rs in runs.items():
+        pairs = [(records.get(run_key(run_config(exp, arm, None, r["seed"]).replace(epochs=1), exp.device)), r)
+                 for r in rs]
+        pairs = [(one, r) for one, r in pairs if one is not None]
+        if pairs:
+            rows.append({"arm": arm, "seeds": len(pairs),
+                         "1 epoch dev": float(np.mean([o["metrics"]["dev"] for o, _ in pairs])),
+                         "1 epoch test": float(np.mean([o["metrics"]["test"] for o, _ in pairs])),
+                         "4 epochs dev": float(np.mean([r["dev"] for _, r in pairs])),
+                         "4 epochs test": float(np.mean([r["test"] for _, r in pairs]))})
+    table = pd.DataFrame(rows).set_index("arm") if rows else pd.DataFrame()
+    for col in list(table.columns[1:]):
+        table[f"rank: {col}"] = table[col].rank(ascending=False, method="min").astype(int)
+    return table
 
 
 def untuned_scores(records: dict | None = None, store: Path | None = None) -> dict | None:
@@ -119,5 +141,5 @@ def show_bar(store: Path | None = None) -> pd.DataFrame:
     return bar_table(runs)
 
 
-__all__ = ["EXPERIMENT", "TUNED", "BASELINES", "TARGET", "GOAL", "bar_runs", "bar_table", "dev_curves",
+__all__ = ["EXPERIMENT", "TUNED", "BASELINES", "TARGET", "GOAL", "bar_runs", "bar_table", "dev_curves", "one_epoch_table",
            "untuned_scores", "bar_check", "show_bar"]

@@ -114,3 +114,21 @@ def test_dev_test_table_ranks_one_epoch_configurations_by_dev_and_says_where_the
     assert table.attrs["rho"] == pytest.approx(0.4)
     text = transfer.dev_test_summary(table)
     assert "is 3 of 4 on test" in text and "best on test is" in text and ": b at 0.0001" in text
+
+
+def test_one_epoch_table_pairs_each_arm_with_its_one_epoch_run_of_the_same_seed():
+    from helpers.refstore import run_key
+
+    records = records_of({"common default": (0.866, 0.865), "tuned (search)": (0.858, 0.859)})
+    for arm, tests in {"common default": (0.834, 0.829), "tuned (search)": (0.867, 0.861)}.items():
+        for seed, test in enumerate(tests[:1] if arm == "common default" else tests):
+            key = run_key(R.run_config(EXP, arm, None, seed).replace(epochs=1), EXP.device)
+            records[key] = {"key": key, "kind": "run", "seed": seed, "metrics": {"dev": test + 0.03, "test": test}}
+    table = T.one_epoch_table(T.bar_runs(records), records)
+    assert list(table.index) == ["common default", "tuned (search)"]  # the library example has no runs
+    assert table.loc["common default", "seeds"] == 1 and table.loc["tuned (search)", "seeds"] == 2
+    assert table.loc["tuned (search)", "1 epoch test"] == pytest.approx(0.864)
+    assert table.loc["tuned (search)", "4 epochs test"] == pytest.approx(0.8585)
+    assert table.loc["common default", "4 epochs test"] == pytest.approx(0.866)  # seed 0 only: paired
+    # the one-epoch ranking is reversed after four epochs
+    assert list(table["rank: 1 epoch test"]) == [2, 1] and list(table["rank: 4 epochs test"]) == [1, 2]
