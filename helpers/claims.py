@@ -152,6 +152,20 @@ EXPERIMENTS = [
                        # The one-epoch search on all the pairs (notebook 06's 33 configurations) ranks this first.
                        "tuned (search)": {"loss": "cosent", "learning_rate": 1e-4, "schedule": "linear",
                                           "warmup_fraction": 0.1}}, priority=10),
+    # Does a one-epoch search rank settings as four epochs do? Settings of notebooks 01-03 and 05's one-epoch
+    # experiments, spread over their one-epoch ranking, trained for 4 epochs (seed 0; recipe_target adds three).
+    Experiment("epoch_transfer", "07_full_recipe",
+               "One epoch against four: do the one-epoch experiments rank their settings as 4 epochs do?",
+               STSB4, {"linear, 10% warm-up @ 5e-5": {"learning_rate": 5e-5, "schedule": "linear",
+                                                      "warmup_fraction": 0.1},
+                       "cosine to 1e-6 @ 2e-5": {"learning_rate": 2e-5, "schedule": "cosine_floor", "floor": 1e-6,
+                                                 "warmup_fraction": 0.1},
+                       "OneCycleLR @ 1e-4": {"learning_rate": 1e-4, "schedule": "onecycle", "warmup_fraction": 0.25},
+                       "constant @ 2e-5": {"learning_rate": 2e-5, "schedule": "constant", "warmup_fraction": 0.0},
+                       "freeze emb + 4 @ 1e-4": {"learning_rate": 1e-4, "freeze_layers": 4},
+                       "batch 64 @ 2e-4": {"learning_rate": 2e-4, "batch_size": 64},
+                       "top block only @ 2e-5": {"learning_rate": 2e-5, "freeze_layers": 5}},
+               seeds=(0,), priority=11),
 ]
 
 REPLAYED = ("Each rule is replayed on one run per seed trained to the end, so the arms share every step up to the "

@@ -19,13 +19,16 @@ import pandas as pd
 
 from .claims import experiment
 from .reference import arm_runs, untuned_for
-from .refstore import load_records, run_config, run_key
+from .refstore import exp_run_key, load_records, run_config
 from .verdicts import compare, default_margin
 
 EXPERIMENT = "recipe_target"
 TUNED = "tuned (search)"
 BASELINES = ("common default", "library example")
 TARGET, GOAL = 0.870, 0.875  # the bar's mean test Spearman, and the goal beyond it
+# the settings trained for 4 epochs whose one-epoch runs are stored too (epoch_table)
+EPOCH_EXPERIMENTS = (EXPERIMENT, "epoch_transfer")
+EPOCH_SCORES = ("1 epoch dev", "1 epoch test", "4 epochs dev", "4 epochs test")
 
 
 def bar_runs(records: dict | None = None, store: Path | None = None) -> dict[str, list[dict]]:
@@ -58,26 +61,61 @@ def dev_curves(runs: dict[str, list[dict]]) -> dict[str, pd.DataFrame]:
     return out
 
 
-def one_epoch_table(runs: dict[str, list[dict]], records: dict | None = None, store: Path | None = None):
-    """Each arm after 1 epoch (the stored one-epoch run of the same settings and seed, from notebooks 01 and 05's
-    reference experiments) and after 4: mean dev and test over the seeds that have both, and each column's ranking
-    (1 = best) (notebook 07: does a one-epoch search rank as four epochs do, and does dev rank as test does?)."""
+def epoch_table(records: dict | None = None, store: Path | None = None, seed: int = 0) -> pd.DataFrame:
+    """Every setting stored with 4 epochs on all the pairs (the bar's arms and experiment ``epoch_transfer``'s),
+    seed ``seed``, next to the stored one-epoch run of the same settings and seed (the one-epoch reference
+    experiments of notebooks 01-03 and 05): dev and test after 1 and after 4 epochs, the optimizer steps, the devices
+    the two ran on (one epoch, four), and each column's ranking (1 = best), best on one-epoch dev first (notebook 07: does a one-epoch search rank settings as
+    four epochs do?).
+
+    ``.attrs``: ``rho`` the rank correlation of one-epoch dev (what a one-epoch search picks on) with four-epoch
+    test, ``rho_dev`` the same with four-epoch dev, ``rho_test`` one-epoch test with four-epoch test (``None`` under
+    3 settings), and ``compute`` the one-epoch runs' optimizer steps as a share of the four-epoch runs'.
+    """
+    from scipy.stats import spearmanr
+
     records = load_records(store) if records is None else records
-    exp, rows = experiment(EXPERIMENT), []
-    for arm, rs in runs.items():
-        pairs = [(records.get(run_key(run_config(exp, arm, None, r["seed"]).replace(epochs=1), exp.device)), r)
-                 for r in rs]
-        pairs = [(one, r) for one, r in pairs if one is not None]
-        if pairs:
-            rows.append({"arm": arm, "seeds": len(pairs),
-                         "1 epoch dev": float(np.mean([o["metrics"]["dev"] for o, _ in pairs])),
-                         "1 epoch test": float(np.mean([o["metrics"]["test"] for o, _ in pairs])),
-                         "4 epochs dev": float(np.mean([r["dev"] for _, r in pairs])),
-                         "4 epochs test": float(np.mean([r["test"] for _, r in pairs]))})
-    table = pd.DataFrame(rows).set_index("arm") if rows else pd.DataFrame()
-    for col in list(table.columns[1:]):
+    rows = []
+    for key in EPOCH_EXPERIMENTS:
+        exp = experiment(key)
+        for arm in exp.arms:
+            cfg = run_config(exp, arm, None, seed)
+            four, one = records.get(exp_run_key(exp, cfg)), records.get(exp_run_key(exp, cfg.replace(epochs=1)))
+            if four and one:
+                rows.append({"setting": arm, "experiment": key,
+                             "1 epoch dev": one["metrics"]["dev"], "1 epoch test": one["metrics"]["test"],
+                             "4 epochs dev": four["metrics"]["dev"], "4 epochs test": four["metrics"]["test"],
+                             "steps, 1 epoch": one["metrics"].get("steps"),
+                             "steps, 4 epochs": four["metrics"].get("steps"),
+                             "devices": f"{one.get('device')}, {four.get('device')}"})
+    table = pd.DataFrame(rows, columns=["setting", "experiment", *EPOCH_SCORES, "steps, 1 epoch", "steps, 4 epochs",
+                                        "devices"])
+    table = table.sort_values("1 epoch dev", ascending=False).set_index("setting")
+    for col in EPOCH_SCORES:
         table[f"rank: {col}"] = table[col].rank(ascending=False, method="min").astype(int)
+    enough = len(table) >= 3
+    for name, (x, y) in {"rho": ("1 epoch dev", "4 epochs test"), "rho_dev": ("1 epoch dev", "4 epochs dev"),
+                         "rho_test": ("1 epoch test", "4 epochs test")}.items():
+        table.attrs[name] = float(spearmanr(table[x], table[y])[0]) if enough else None
+    table.attrs["compute"] = (float(table["steps, 1 epoch"].sum() / table["steps, 4 epochs"].sum())
+                              if len(table) else None)
     return table
+
+
+def epoch_summary(table: pd.DataFrame) -> str:
+    """What :func:`epoch_table` found, in a sentence or two (notebook 07)."""
+    if table.attrs.get("rho") is None:
+        return (f"{len(table)} settings stored with both one and four epochs; at least 3 are needed "
+                f"(`make reference EXPERIMENT=epoch_transfer` runs them).")
+    pick, best = table.index[0], table["4 epochs test"].idxmax()
+    return (f"{len(table)} settings, one seed each: one-epoch dev ranks them against four-epoch test with a rank "
+            f"correlation of {table.attrs['rho']:.2f} (against four-epoch dev {table.attrs['rho_dev']:.2f}; "
+            f"one-epoch test against four-epoch test {table.attrs['rho_test']:.2f}), at "
+            f"{100 * table.attrs['compute']:.0f}% of the four-epoch runs' optimizer steps. The one-epoch pick ({pick}) is "
+            f"{int(table.loc[pick, 'rank: 4 epochs test'])} of {len(table)} on four-epoch test "
+            f"({table.loc[pick, '4 epochs test']:.4f}); the best there is {best} "
+            f"({table.loc[best, '4 epochs test']:.4f}, {int(table.loc[best, 'rank: 1 epoch dev'])} of {len(table)} "
+            f"after one epoch on dev).")
 
 
 def untuned_scores(records: dict | None = None, store: Path | None = None) -> dict | None:
@@ -141,5 +179,5 @@ def show_bar(store: Path | None = None) -> pd.DataFrame:
     return bar_table(runs)
 
 
-__all__ = ["EXPERIMENT", "TUNED", "BASELINES", "TARGET", "GOAL", "bar_runs", "bar_table", "dev_curves", "one_epoch_table",
-           "untuned_scores", "bar_check", "show_bar"]
+__all__ = ["EXPERIMENT", "TUNED", "BASELINES", "TARGET", "GOAL", "EPOCH_EXPERIMENTS", "bar_runs", "bar_table",
+           "dev_curves", "epoch_table", "epoch_summary", "untuned_scores", "bar_check", "show_bar"]

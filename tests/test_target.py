@@ -9,7 +9,7 @@ import pytest  # noqa: E402
 from helpers import claims as C  # noqa: E402
 from helpers import reference as R  # noqa: E402
 from helpers import target as T  # noqa: E402
-from helpers.plots import plot_recipe_bar  # noqa: E402
+from helpers.plots import plot_epoch_transfer, plot_recipe_bar  # noqa: E402
 
 EXP = C.experiment(T.EXPERIMENT)
 
@@ -116,19 +116,30 @@ def test_dev_test_table_ranks_one_epoch_configurations_by_dev_and_says_where_the
     assert "is 3 of 4 on test" in text and "best on test is" in text and ": b at 0.0001" in text
 
 
-def test_one_epoch_table_pairs_each_arm_with_its_one_epoch_run_of_the_same_seed():
-    from helpers.refstore import run_key
+def test_epoch_table_pairs_each_four_epoch_setting_with_its_one_epoch_run_and_ranks_them():
+    from helpers.refstore import exp_run_key
 
-    records = records_of({"common default": (0.866, 0.865), "tuned (search)": (0.858, 0.859)})
-    for arm, tests in {"common default": (0.834, 0.829), "tuned (search)": (0.867, 0.861)}.items():
-        for seed, test in enumerate(tests[:1] if arm == "common default" else tests):
-            key = run_key(R.run_config(EXP, arm, None, seed).replace(epochs=1), EXP.device)
-            records[key] = {"key": key, "kind": "run", "seed": seed, "metrics": {"dev": test + 0.03, "test": test}}
-    table = T.one_epoch_table(T.bar_runs(records), records)
-    assert list(table.index) == ["common default", "tuned (search)"]  # the library example has no runs
-    assert table.loc["common default", "seeds"] == 1 and table.loc["tuned (search)", "seeds"] == 2
-    assert table.loc["tuned (search)", "1 epoch test"] == pytest.approx(0.864)
-    assert table.loc["tuned (search)", "4 epochs test"] == pytest.approx(0.8585)
-    assert table.loc["common default", "4 epochs test"] == pytest.approx(0.866)  # seed 0 only: paired
-    # the one-epoch ranking is reversed after four epochs
-    assert list(table["rank: 1 epoch test"]) == [2, 1] and list(table["rank: 4 epochs test"]) == [1, 2]
+    four = {(T.EXPERIMENT, "common default"): (0.880, 0.866), (T.EXPERIMENT, "tuned (search)"): (0.886, 0.858),
+            ("epoch_transfer", "constant @ 2e-5"): (0.870, 0.860), ("epoch_transfer", "OneCycleLR @ 1e-4"): (0.884, 0.861)}
+    one = {(T.EXPERIMENT, "common default"): (0.861, 0.834), (T.EXPERIMENT, "tuned (search)"): (0.880, 0.867),
+           ("epoch_transfer", "constant @ 2e-5"): (0.877, 0.856), ("epoch_transfer", "OneCycleLR @ 1e-4"): (0.875, 0.862),
+           (T.EXPERIMENT, "library example"): (0.897, 0.857)}  # no four-epoch run: left out
+    records = {}
+    for (epochs, scores) in ((4, four), (1, one)):
+        for (exp_key, arm), (dev, test) in scores.items():
+            exp = C.experiment(exp_key)
+            key = exp_run_key(exp, R.run_config(exp, arm, None, 0).replace(epochs=epochs))
+            records[key] = {"key": key, "kind": "run", "seed": 0, "device": "cpu",
+                            "metrics": {"dev": dev, "test": test, "steps": 360 * epochs}}
+    table = T.epoch_table(records)
+    assert list(table.index) == ["tuned (search)", "constant @ 2e-5", "OneCycleLR @ 1e-4", "common default"]
+    assert list(table["rank: 4 epochs test"]) == [4, 3, 2, 1]  # one-epoch dev's order is reversed on test
+    assert table.attrs["rho"] == pytest.approx(-1.0) and table.attrs["compute"] == pytest.approx(0.25)
+    assert table.attrs["rho_dev"] == pytest.approx(0.4)
+    text = T.epoch_summary(table)
+    assert "rank correlation of -1.00" in text and "(tuned (search)) is 4 of 4" in text
+    assert "the best there is common default (0.8660, 4 of 4" in text
+    assert "at least 3 are needed" in T.epoch_summary(T.epoch_table({}))
+    axes = plot_epoch_transfer(table)
+    assert len(axes[0].collections) == 4 and len(axes[1].lines) == 4  # a dot and a line per setting
+    assert [t.get_text() for t in axes[0].texts] == list(table.index) and "-1.00" in axes[0].get_title()

@@ -11,7 +11,7 @@ Presentation layer: draws what the layers below computed, computes nothing of it
 - :mod:`~helpers.plots.search`: an Optuna study and the transfer check (notebooks 06, 07);
 - :mod:`~helpers.plots.recipe`: the data profile and the final scores (notebook 07);
 - :mod:`~helpers.plots.reference`: a reference experiment's arms over the rates tried (notebooks 01-05),
-  the recipe's bar (notebook 07).
+  the recipe's bar and one epoch against four (notebook 07).
 
 ``hp.curve_plots`` and ``hp.batch_plots``, the names notebooks 03-05 use, are this package.
 """
@@ -22,7 +22,7 @@ from .common import epoch_lines, min_max_bars, plot_seed_bands, smooth
 from .freezing import plot_layer_rates, plot_quality_vs_speed, plot_weight_movement
 from .losses import plot_cross_matrix, plot_inbatch
 from .recipe import plot_profile, plot_scores
-from .reference import plot_rate_isolation, plot_recipe_bar
+from .reference import plot_epoch_transfer, plot_rate_isolation, plot_recipe_bar
 from .schedules import plot_arms, plot_before_after, plot_lr_curves, plot_range_test, plot_run
 from .search import (plot_history, plot_importances, plot_intermediate, plot_slices, plot_subset_transfer,
                      plot_transfer)
@@ -36,5 +36,5 @@ __all__ = [
     "plot_arms_costs", "plot_weight_decay", "plot_validation", "plot_replays", "plot_loss_vs_metric",
     "plot_rule_tradeoff", "plot_seed_curves", "plot_cross_matrix", "plot_inbatch", "plot_history",
     "plot_intermediate", "plot_importances", "plot_slices", "plot_transfer", "plot_subset_transfer", "plot_profile", "plot_scores",
-    "plot_rate_isolation", "plot_recipe_bar",
+    "plot_rate_isolation", "plot_recipe_bar", "plot_epoch_transfer",
 ]

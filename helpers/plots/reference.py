@@ -88,3 +88,34 @@ def plot_recipe_bar(runs: dict[str, list[dict]], curves: dict, untuned: dict | N
     axes[0].figure.suptitle("the recipe's bar: 4 epochs on all of STS-B", fontsize=10)
     axes[0].figure.tight_layout()
     return axes
+
+
+def plot_epoch_transfer(table, axes=None):
+    """Notebook 07's fidelity question, in two panels: each setting's one-epoch dev score (what a one-epoch search
+    picks on) against its four-epoch test score (what the bar measures), and each setting's test score after one
+    epoch and after four, one line per setting (lines that cross are rankings that change).
+
+    ``table``: :func:`helpers.target.epoch_table`.
+    """
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=SIZE)
+    left, right = axes
+    for k, (name, row) in enumerate(table.iterrows()):
+        color = f"C{k % 10}"
+        left.scatter(row["1 epoch dev"], row["4 epochs test"], color=color, s=24, zorder=3)
+        left.annotate(name, (row["1 epoch dev"], row["4 epochs test"]), fontsize=6, xytext=(3, 2),
+                      textcoords="offset points")
+        right.plot([1, 4], [row["1 epoch test"], row["4 epochs test"]], marker="o", color=color, label=name)
+    rho = table.attrs.get("rho")
+    left.set(xlabel="dev Spearman after 1 epoch (what the search sees)", ylabel="test Spearman after 4 epochs",
+             title="one-epoch dev against four-epoch test" + (f" (rank correlation {rho:.2f})" if rho is not None
+                                                              else ""))
+    right.set_xticks([1, 4], ["1 epoch", "4 epochs"])
+    right.set(ylabel="test Spearman", title="test score after 1 and 4 epochs, one line per setting")
+    for ax in axes:
+        ax.title.set_fontsize(9)
+    if len(table):
+        right.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    axes[0].figure.suptitle("does a one-epoch search rank settings as four epochs do? (seed 0)", fontsize=10)
+    axes[0].figure.tight_layout()
+    return axes
