@@ -140,8 +140,10 @@ def all_seeds(exp: Experiment, smoke: bool = False, main_only: bool = False) -> 
 
 def same_device_pairs(a_runs: list[dict], b_runs: list[dict]) -> tuple[list[dict], list[dict]]:
     """The seeds both arms ran on the same kind of device, in seed order (a pair never mixes a GPU and a CPU run:
-    Reference runs: every notebook's "Reference verdicts" section (notebooks 00-05).
-    their kernels differ, so such a difference would be partly the device's)."""
+    their kernels differ, so such a difference would be partly the device's).
+
+    Reference runs: every notebook's "Reference verdicts" section (notebooks 00-07).
+    """
     b_by_seed = {r["seed"]: r for r in b_runs}
     a = [r for r in a_runs if r["seed"] in b_by_seed
          and device_kind(r["record"]) == device_kind(b_by_seed[r["seed"]]["record"])]
@@ -258,50 +260,6 @@ def rate_table(key: str, store: Path | None = None, records: dict | None = None,
     table.attrs.update(experiment=key, question=exp.question, untuned=untuned["metrics"] if untuned else None,
                        metric=first.get("metric", "score") if first else "score")
     return table
-
-
-def arm_comparisons(key: str, baselines: tuple = (), store: Path | None = None, records: dict | None = None) -> list:
-    """Every other arm of experiment ``key`` against each of ``baselines`` (default: its first arm) on paired seeds,
-    as :class:`helpers.verdicts.Comparison` objects (``.sentence()`` prints one).
-
-    Notebook 07's bar: the tuned recipe against the common default and the library's own example (``recipe_target``).
-    """
-    records = load_records(store) if records is None else records
-    exp = experiment(key)
-    arms = list(exp.arms)
-    out = []
-    for base in baselines or arms[:1]:
-        for arm in (x for x in arms if x != base):
-            a, b = same_device_pairs(arm_runs(exp, arm, None, records), arm_runs(exp, base, None, records))
-            if not a:
-                continue
-            untuned = untuned_for(exp, records, a[0]["record"].get("versions", {}).get("python"))
-            metric = a[0]["record"].get("metric", "Spearman")
-            out.append(compare(arm, a, base, b, metric=metric, margin=default_margin(metric),
-                               untuned=untuned["metrics"]["test"] if untuned else None))
-    return out
-
-
-def show_arms(key: str, baselines: tuple = (), store: Path | None = None):
-    """Print each arm of experiment ``key`` against the baselines (:func:`arm_comparisons`), the untuned score and
-    where the runs came from, or how to run them when none is stored; returns the per-arm table (:func:`rate_table`).
-
-    Notebook 07's bar (``recipe_target``).
-    """
-    records = load_records(store)
-    exp = experiment(key)
-    table = rate_table(key, records=records)
-    untuned = table.attrs.get("untuned")
-    if untuned:
-        print(f"untuned: dev {untuned['dev']:.4f}, test {untuned['test']:.4f}")
-    used = experiment_records(exp, records)
-    if not used:
-        print(f"No {exp.key} runs stored yet: `make reference EXPERIMENT={exp.key}` runs them, resumably.")
-        return None
-    for comparison in arm_comparisons(key, baselines, records=records):
-        print(comparison.sentence(f"test {used[0].get('metric', 'score')}"))
-    print(f"Stored runs: {len(used)} ({describe_store(used)}).")
-    return table.drop(columns=["rate", "best on dev"], errors="ignore")
 
 
 def describe_store(records: list[dict]) -> str:

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .claims import experiment
-from .reference import arm_runs, untuned_for
+from .reference import arm_runs, same_device_pairs, untuned_for
 from .refstore import exp_run_key, load_records, run_config
 from .verdicts import compare, default_margin
 
@@ -137,9 +137,12 @@ def bar_check(runs: dict[str, list[dict]], untuned: dict | None = None, target: 
         return {"mean": None, "seeds": 0, "comparisons": [], "reaches_target": False, "beats": {}, "cleared": False,
                 "verdict": f"No runs of '{TUNED}' stored yet: `make reference EXPERIMENT={EXPERIMENT}` runs them."}
     mean = float(np.mean([r["test"] for r in tuned]))
-    comparisons = [compare(TUNED, tuned, base, runs[base], margin=default_margin("Spearman"),
-                           untuned=(untuned or {}).get("test"))
-                   for base in BASELINES if runs.get(base)]
+    comparisons = []
+    for base in BASELINES:
+        a, b = same_device_pairs(tuned, runs.get(base, []))  # a pair never mixes a GPU and a CPU run
+        if a:
+            comparisons.append(compare(TUNED, a, base, b, margin=default_margin("Spearman"),
+                                       untuned=(untuned or {}).get("test")))
     beats = {c.b: c.n >= 2 and c.paired and c.low > 0 for c in comparisons}
     reaches = mean >= target
     cleared = reaches and len(beats) == len(BASELINES) and all(beats.values())
@@ -174,7 +177,9 @@ def show_bar(store: Path | None = None) -> pd.DataFrame:
     for c in check["comparisons"]:
         print(c.sentence("test Spearman"))
     if runs.get(BASELINES[0]) and runs.get(BASELINES[1]):
-        print(compare(BASELINES[1], runs[BASELINES[1]], BASELINES[0], runs[BASELINES[0]]).sentence("test Spearman"))
+        a, b = same_device_pairs(runs[BASELINES[1]], runs[BASELINES[0]])
+        if a:
+            print(compare(BASELINES[1], a, BASELINES[0], b).sentence("test Spearman"))
     print(check["verdict"])
     return bar_table(runs)
 

@@ -311,30 +311,3 @@ def test_a_replay_run_logs_the_test_score_at_every_evaluation(tmp_path):
         assert sorted(rec["test_curve"], key=int) == steps  # step 0 included
         assert rec["test_curve"][steps[-1]] == pytest.approx(rec["metrics"]["test"], abs=1e-6)
     assert len(R.replayed_runs(REPLAY, "metric", R.load_records(tmp_path), smoke=True)) == 2
-
-
-def test_arm_comparisons_pair_each_arm_with_the_baselines_by_seed(monkeypatch):
-    """Notebook 07's bar: every arm against the baseline arms on paired seeds, from stored records."""
-    exp = C.Experiment("tiny_bar", "99_test", "bar", dict(C.STSB4), {
-        "default": {}, "library": {"loss": "cosine", "learning_rate": 5e-5}, "tuned": {"learning_rate": 1e-4}},
-        seeds=(0, 1, 2))
-    scores = {"default": (0.860, 0.862, 0.861), "library": (0.855, 0.858, 0.856), "tuned": (0.871, 0.872, 0.874)}
-    records = {}
-    for arm, tests in scores.items():
-        for seed, test in enumerate(tests[: 2 if arm == "library" else 3]):
-            key = R.exp_run_key(exp, R.run_config(exp, arm, None, seed))
-            records[key] = {"key": key, "kind": "run", "seed": seed, "metric": "Spearman", "device": "cpu",
-                            "metrics": {"dev": test, "test": test}, "wall_s": 1.0, "versions": {}}
-    monkeypatch.setattr(R, "experiment", lambda k: exp)
-    comps = R.arm_comparisons("tiny_bar", ("default", "library"), records=records)
-    pairs = [(c.a, c.b, c.n) for c in comps]
-    assert pairs == [("library", "default", 2), ("tuned", "default", 3), ("default", "library", 2),
-                     ("tuned", "library", 2)]
-    tuned = comps[1]
-    assert tuned.diff == pytest.approx(0.0113, abs=1e-4) and tuned.low > 0  # the planted gain is found
-    assert "tuned is better" in tuned.sentence("test Spearman")
-
-
-def test_show_arms_says_how_to_run_an_experiment_with_no_records(tmp_path, capsys):
-    assert R.show_arms("recipe_target", store=tmp_path) is None
-    assert "make reference EXPERIMENT=recipe_target" in capsys.readouterr().out
