@@ -75,13 +75,14 @@ def epoch_table(records: dict | None = None, store: Path | None = None, seed: in
     from scipy.stats import spearmanr
 
     records = load_records(store) if records is None else records
-    rows = []
+    rows, seen = [], set()
     for key in EPOCH_EXPERIMENTS:
         exp = experiment(key)
         for arm in exp.arms:
             cfg = run_config(exp, arm, None, seed)
             four, one = records.get(exp_run_key(exp, cfg)), records.get(exp_run_key(exp, cfg.replace(epochs=1)))
-            if four and one:
+            if four and one and four["key"] not in seen:  # a setting both experiments hold counts once
+                seen.add(four["key"])
                 rows.append({"setting": arm, "experiment": key,
                              "1 epoch dev": one["metrics"]["dev"], "1 epoch test": one["metrics"]["test"],
                              "4 epochs dev": four["metrics"]["dev"], "4 epochs test": four["metrics"]["test"],
@@ -176,10 +177,10 @@ def show_bar(store: Path | None = None) -> pd.DataFrame:
     check = bar_check(runs, untuned)
     for c in check["comparisons"]:
         print(c.sentence("test Spearman"))
-    if runs.get(BASELINES[0]) and runs.get(BASELINES[1]):
-        a, b = same_device_pairs(runs[BASELINES[1]], runs[BASELINES[0]])
+    for arm in (a for a in runs if a not in (TUNED, BASELINES[0])):  # every other arm against the common default
+        a, b = same_device_pairs(runs[arm], runs.get(BASELINES[0], []))
         if a:
-            print(compare(BASELINES[1], a, BASELINES[0], b).sentence("test Spearman"))
+            print(compare(arm, a, BASELINES[0], b).sentence("test Spearman"))
     print(check["verdict"])
     return bar_table(runs)
 

@@ -83,7 +83,7 @@ def test_table_curves_and_plot_come_from_the_records():
     axes = plot_recipe_bar(runs, curves, {"dev": 0.8672, "test": 0.8203})
     assert len(axes[0].lines) == 3  # two arms and the untuned line
     dots = [len(c.get_offsets()) for c in axes[1].collections if type(c).__name__ == "PathCollection"]
-    assert dots == [3, 0, 3]  # a dot per seed, per arm
+    assert dots == [3, 0, 3, 0]  # a dot per seed, per arm
 
 
 def test_show_bar_says_how_to_run_it_with_no_records(tmp_path, capsys):

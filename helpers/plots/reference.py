@@ -6,6 +6,8 @@ compared at its own best rate (chosen on dev, scored on test). This plot shows w
 """
 from __future__ import annotations
 
+import textwrap
+
 import matplotlib.pyplot as plt
 
 SIZE = (11, 3.8)  # fixed, whatever the data: nbval compares the figure's size and panel count
@@ -79,7 +81,7 @@ def plot_recipe_bar(runs: dict[str, list[dict]], curves: dict, untuned: dict | N
     right.axhline(target, color="black", ls=":", lw=1, label=f"target {target}")
     if "test" in untuned:
         right.axhline(untuned["test"], color="grey", ls="--", lw=1, label="untuned")
-    right.set_xticks(range(len(runs)), list(runs), fontsize=8)
+    right.set_xticks(range(len(runs)), [textwrap.fill(arm, 15) for arm in runs], fontsize=8)
     right.set(ylabel="test Spearman", title="test score per seed (bar: mean)")
     for ax in axes:
         ax.title.set_fontsize(9)
