@@ -69,8 +69,9 @@ def epoch_table(records: dict | None = None, store: Path | None = None, seed: in
     four epochs do?).
 
     ``.attrs``: ``rho`` the rank correlation of one-epoch dev (what a one-epoch search picks on) with four-epoch
-    test, ``rho_dev`` the same with four-epoch dev, ``rho_test`` one-epoch test with four-epoch test (``None`` under
-    3 settings), and ``compute`` the one-epoch runs' optimizer steps as a share of the four-epoch runs'.
+    test, ``rho_dev`` the same with four-epoch dev, ``rho_test`` one-epoch test with four-epoch test, ``rho_final``
+    four-epoch dev with four-epoch test (``None`` under 3 settings), and ``compute`` the one-epoch runs' optimizer
+    steps as a share of the four-epoch runs'.
     """
     from scipy.stats import spearmanr
 
@@ -96,7 +97,8 @@ def epoch_table(records: dict | None = None, store: Path | None = None, seed: in
         table[f"rank: {col}"] = table[col].rank(ascending=False, method="min").astype(int)
     enough = len(table) >= 3
     for name, (x, y) in {"rho": ("1 epoch dev", "4 epochs test"), "rho_dev": ("1 epoch dev", "4 epochs dev"),
-                         "rho_test": ("1 epoch test", "4 epochs test")}.items():
+                         "rho_test": ("1 epoch test", "4 epochs test"),
+                         "rho_final": ("4 epochs dev", "4 epochs test")}.items():
         table.attrs[name] = float(spearmanr(table[x], table[y])[0]) if enough else None
     table.attrs["compute"] = (float(table["steps, 1 epoch"].sum() / table["steps, 4 epochs"].sum())
                               if len(table) else None)
@@ -112,7 +114,8 @@ def epoch_summary(table: pd.DataFrame) -> str:
     return (f"{len(table)} settings, one seed each: one-epoch dev ranks them against four-epoch test with a rank "
             f"correlation of {table.attrs['rho']:.2f} (against four-epoch dev {table.attrs['rho_dev']:.2f}; "
             f"one-epoch test against four-epoch test {table.attrs['rho_test']:.2f}), at "
-            f"{100 * table.attrs['compute']:.0f}% of the four-epoch runs' optimizer steps. The one-epoch pick ({pick}) is "
+            f"{100 * table.attrs['compute']:.0f}% of the four-epoch runs' optimizer steps; after four epochs dev "
+            f"and test agree at {table.attrs['rho_final']:.2f}. The one-epoch pick ({pick}) is "
             f"{int(table.loc[pick, 'rank: 4 epochs test'])} of {len(table)} on four-epoch test "
             f"({table.loc[pick, '4 epochs test']:.4f}); the best there is {best} "
             f"({table.loc[best, '4 epochs test']:.4f}, {int(table.loc[best, 'rank: 1 epoch dev'])} of {len(table)} "

@@ -135,7 +135,7 @@ def test_epoch_table_pairs_each_four_epoch_setting_with_its_one_epoch_run_and_ra
     assert list(table.index) == ["tuned (search)", "constant @ 2e-5", "OneCycleLR @ 1e-4", "common default"]
     assert list(table["rank: 4 epochs test"]) == [4, 3, 2, 1]  # one-epoch dev's order is reversed on test
     assert table.attrs["rho"] == pytest.approx(-1.0) and table.attrs["compute"] == pytest.approx(0.25)
-    assert table.attrs["rho_dev"] == pytest.approx(0.4)
+    assert table.attrs["rho_dev"] == pytest.approx(0.4) and table.attrs["rho_final"] == pytest.approx(-0.4)
     text = T.epoch_summary(table)
     assert "rank correlation of -1.00" in text and "(tuned (search)) is 4 of 4" in text
     assert "the best there is common default (0.8660, 4 of 4" in text
