@@ -29,6 +29,9 @@ BASELINES = ("common default", "library example")
 TARGET, GOAL = 0.870, 0.875  # the bar's mean test Spearman, and the goal beyond it
 # the settings trained for 4 epochs whose one-epoch runs are stored too (epoch_table)
 EPOCH_EXPERIMENTS = (EXPERIMENT, "epoch_transfer")
+# arms added after a seed's test score singled them out: their comparisons leave those seeds out (a setting picked on
+# a seed's test score would flatter itself there)
+PICKED_ON = {"common default @ 5e-5": (0,)}
 EPOCH_SCORES = ("1 epoch dev", "1 epoch test", "4 epochs dev", "4 epochs test")
 
 
@@ -182,12 +185,14 @@ def show_bar(store: Path | None = None) -> pd.DataFrame:
     for c in check["comparisons"]:
         print(c.sentence("test Spearman"))
     for arm in (a for a in runs if a not in (TUNED, BASELINES[0])):  # every other arm against the common default
-        a, b = same_device_pairs(runs[arm], runs.get(BASELINES[0], []))
+        left_out = PICKED_ON.get(arm, ())
+        a, b = same_device_pairs([r for r in runs[arm] if r["seed"] not in left_out], runs.get(BASELINES[0], []))
         if a:
-            print(compare(arm, a, BASELINES[0], b).sentence("test Spearman"))
+            note = f" (seed {', '.join(map(str, left_out))} left out: the arm was chosen on it)" if left_out else ""
+            print(compare(arm, a, BASELINES[0], b).sentence("test Spearman") + note)
     print(check["verdict"])
     return bar_table(runs)
 
 
-__all__ = ["EXPERIMENT", "TUNED", "BASELINES", "TARGET", "GOAL", "EPOCH_EXPERIMENTS", "bar_runs", "bar_table",
-           "dev_curves", "epoch_table", "epoch_summary", "untuned_scores", "bar_check", "show_bar"]
+__all__ = ["EXPERIMENT", "TUNED", "BASELINES", "TARGET", "GOAL", "EPOCH_EXPERIMENTS", "PICKED_ON", "bar_runs",
+           "bar_table", "dev_curves", "epoch_table", "epoch_summary", "untuned_scores", "bar_check", "show_bar"]

@@ -92,6 +92,16 @@ def test_show_bar_says_how_to_run_it_with_no_records(tmp_path, capsys):
     assert (table["seeds"] == 0).all()
 
 
+def test_show_bar_leaves_out_the_seed_an_added_arm_was_chosen_on(tmp_path, capsys, monkeypatch):
+    records = records_of({"common default": (0.860, 0.861, 0.862), "tuned (search)": (0.858, 0.859, 0.857),
+                          "common default @ 5e-5": (0.900, 0.863, 0.865)})
+    monkeypatch.setattr(T, "load_records", lambda store=None: records)
+    T.show_bar(store=tmp_path)
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("common default @ 5e-5"))
+    assert "(2 paired seeds" in line and "is 0.0025 higher" in line and line.endswith("(seed 0 left out: the arm "
+                                                                                      "was chosen on it)")
+
+
 def test_dev_test_table_ranks_one_epoch_configurations_by_dev_and_says_where_the_dev_pick_lands_on_test():
     from helpers import transfer
 
