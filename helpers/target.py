@@ -29,9 +29,6 @@ BASELINES = ("common default", "library example")
 TARGET, GOAL = 0.870, 0.875  # the bar's mean test Spearman, and the goal beyond it
 # the settings trained for 4 epochs whose one-epoch runs are stored too (epoch_table)
 EPOCH_EXPERIMENTS = (EXPERIMENT, "epoch_transfer")
-# arms added after a seed's test score singled them out: their comparisons leave those seeds out (a setting picked on
-# a seed's test score would flatter itself there)
-PICKED_ON = {"common default @ 5e-5": (0,)}
 EPOCH_SCORES = ("1 epoch dev", "1 epoch test", "4 epochs dev", "4 epochs test")
 
 
@@ -133,6 +130,16 @@ def untuned_scores(records: dict | None = None, store: Path | None = None) -> di
     return rec["metrics"] if rec else None
 
 
+def against(runs: dict[str, list[dict]], arm: str, base: str, untuned: dict | None = None):
+    """``arm`` against ``base`` on test, on the seeds both ran on one kind of device, leaving out the seeds the arm
+    was picked on (``Experiment.picked_on``); ``None`` without such a pair (notebook 07)."""
+    left_out = experiment(EXPERIMENT).picked_on.get(arm, ())
+    a, b = same_device_pairs([r for r in runs.get(arm, []) if r["seed"] not in left_out], runs.get(base, []))
+    if not a:
+        return None
+    return compare(arm, a, base, b, margin=default_margin("Spearman"), untuned=(untuned or {}).get("test"))
+
+
 def bar_check(runs: dict[str, list[dict]], untuned: dict | None = None, target: float = TARGET) -> dict:
     """Does the tuned arm clear the bar (notebook 07)?
 
@@ -145,12 +152,7 @@ def bar_check(runs: dict[str, list[dict]], untuned: dict | None = None, target: 
         return {"mean": None, "seeds": 0, "comparisons": [], "reaches_target": False, "beats": {}, "cleared": False,
                 "verdict": f"No runs of '{TUNED}' stored yet: `make reference EXPERIMENT={EXPERIMENT}` runs them."}
     mean = float(np.mean([r["test"] for r in tuned]))
-    comparisons = []
-    for base in BASELINES:
-        a, b = same_device_pairs(tuned, runs.get(base, []))  # a pair never mixes a GPU and a CPU run
-        if a:
-            comparisons.append(compare(TUNED, a, base, b, margin=default_margin("Spearman"),
-                                       untuned=(untuned or {}).get("test")))
+    comparisons = [c for c in (against(runs, TUNED, base, untuned) for base in BASELINES) if c is not None]
     beats = {c.b: c.n >= 2 and c.paired and c.low > 0 for c in comparisons}
     reaches = mean >= target
     cleared = reaches and len(beats) == len(BASELINES) and all(beats.values())
@@ -185,14 +187,14 @@ def show_bar(store: Path | None = None) -> pd.DataFrame:
     for c in check["comparisons"]:
         print(c.sentence("test Spearman"))
     for arm in (a for a in runs if a not in (TUNED, BASELINES[0])):  # every other arm against the common default
-        left_out = PICKED_ON.get(arm, ())
-        a, b = same_device_pairs([r for r in runs[arm] if r["seed"] not in left_out], runs.get(BASELINES[0], []))
-        if a:
+        c = against(runs, arm, BASELINES[0], untuned)
+        left_out = experiment(EXPERIMENT).picked_on.get(arm)
+        if c is not None:
             note = f" (seed {', '.join(map(str, left_out))} left out: the arm was chosen on it)" if left_out else ""
-            print(compare(arm, a, BASELINES[0], b).sentence("test Spearman") + note)
+            print(c.sentence("test Spearman") + note)
     print(check["verdict"])
     return bar_table(runs)
 
 
-__all__ = ["EXPERIMENT", "TUNED", "BASELINES", "TARGET", "GOAL", "EPOCH_EXPERIMENTS", "PICKED_ON", "bar_runs",
-           "bar_table", "dev_curves", "epoch_table", "epoch_summary", "untuned_scores", "bar_check", "show_bar"]
+__all__ = ["EXPERIMENT", "TUNED", "BASELINES", "TARGET", "GOAL", "EPOCH_EXPERIMENTS", "bar_runs", "bar_table",
+           "dev_curves", "epoch_table", "epoch_summary", "untuned_scores", "against", "bar_check", "show_bar"]
