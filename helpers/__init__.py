@@ -7,7 +7,7 @@ the import graph and fails on any cycle and on any import that points up):
 1. core: ``config``, ``data`` (with ``records``, the checks every loader shares), ``codesearch``, ``tasks``, ``models``,
    ``schedules``, ``losses``, ``evaluation``, ``measure`` (memory, step time),
    ``results`` (TrainResult, the one JSON writer, mean ± sd), ``devices`` (the GPU path),
-   ``datafetch`` (``make data``);
+   ``datafetch`` (``make data``), ``profiling`` (the recipe's data profile);
 2. the runner and its knobs: ``settings`` (TrainConfig, validate),
    ``batching`` (rate rules, steps per epoch), ``freezing``, ``distributed``
    (torchrun primitives), ``callbacks``, ``training`` (:func:`train`);
@@ -72,7 +72,7 @@ _SUBMODULES = (
     "evaluation", "experiments", "freezing", "inbatch", "losses", "measure", "models", "plots", "rangetest",
     "recipe", "results", "schedules", "search", "settings", "stopping", "tasks", "training", "transfer", "tuning",
     "verdicts", "widgets", "workers", "claims", "refstore", "reference", "target", "devices", "datafetch", "records",
-    "recipe_report",
+    "recipe_report", "profiling",
 )
 _ALIASES = {"curve_plots": "plots", "batch_plots": "plots", "batch_widgets": "widgets", "memory": "measure"}
 

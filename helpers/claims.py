@@ -173,6 +173,13 @@ EXPERIMENTS = [
                        "batch 64 @ 2e-4": {"learning_rate": 2e-4, "batch_size": 64},
                        "top block only @ 2e-5": {"learning_rate": 2e-5, "freeze_layers": 5}},
                seeds=(0,), priority=11),
+    # A search narrowed by a prior, not by our test set: the peak rates BERT's authors recommend for fine-tuning
+    # (Devlin et al. 2019, appendix A.3), each trial as long as the final run, the best kept on dev (seed 0).
+    Experiment("narrow_grid", "07_full_recipe",
+               "A narrow grid with full-length trials: does dev pick a rate that beats the default on test?",
+               STSB4, {f"CoSENT @ {name}": {"loss": "cosent", "learning_rate": float(name), "schedule": "linear",
+                                             "warmup_fraction": 0.1} for name in ("2e-5", "3e-5", "5e-5")},
+               seeds=(0,), priority=12),
 ]
 
 REPLAYED = ("Each rule is replayed on one run per seed trained to the end, so the arms share every step up to the "

@@ -72,6 +72,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     from .config import SCALES
 
     PRUNERS, SUBSET_FRACTION = ("halving", "hyperband", "median", "none"), 0.1  # helpers.tuning's, checked by a test
+    SPACES = ("broad", "narrow")  # helpers.tuning's too
 
     d = p.add_argument_group("data")
     d.add_argument("--train", default="stsb", metavar="FILE",
@@ -91,14 +92,20 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     s.add_argument("--scale", choices=list(SCALES), default=None,
                    help="sizes, epochs and default trials: smoke (seconds), workshop (a laptop), full (a GPU); "
                         "default: $WORKSHOP_SCALE, else workshop")
+    s.add_argument("--space", choices=list(SPACES), default="broad",
+                   help="what the search tries: 'broad' samples rate, warm-up, schedule, batch, weight decay, "
+                        "freezing and layer-wise decay on a subset (default); 'narrow' tries each of the usual "
+                        "fine-tuning rates 2e-5, 3e-5, 5e-5 once, each trial on all the data for --epochs (the "
+                        "search that beat the default on STS-B in notebook 07; costs 3 full runs)")
     s.add_argument("--trials", type=_positive_int, metavar="N",
-                   help="finished trials the study should hold (default: the scale's, 14 at workshop); "
-                        "a rerun with a larger N adds trials")
-    s.add_argument("--subset", type=_fraction, default=SUBSET_FRACTION, metavar="FRACTION",
-                   help=f"share of the training rows the search trains on (default: {SUBSET_FRACTION})")
-    s.add_argument("--pruner", choices=list(PRUNERS), default="halving",
+                   help="finished trials the study should hold (default: the scale's, 14 at workshop; with "
+                        "--space narrow, its 3 rates); a rerun with a larger N adds trials")
+    s.add_argument("--subset", type=_fraction, default=None, metavar="FRACTION",
+                   help=f"share of the training rows the search trains on (default: {SUBSET_FRACTION}; "
+                        "1 with --space narrow)")
+    s.add_argument("--pruner", choices=list(PRUNERS), default=None,
                    help="stops weak trials at their validation evaluations: successive halving (default), "
-                        "hyperband, median, or none")
+                        "hyperband, median, or none (the default with --space narrow)")
     s.add_argument("--study-name", default="recipe", metavar="NAME", help="name of the study (default: recipe)")
     s.add_argument("--storage", metavar="PATH_OR_URL",
                    help="where the study is stored: a SQLite file or a database URL (default: DIR/study.db); "
@@ -205,7 +212,7 @@ def _recipe(args):
                   epochs=args.epochs, patience=getattr(args, "patience", 3), max_seq_length=args.max_seq_length,
                   seed=args.seed, device=args.device, train_size=args.train_size, progress=not args.no_progress,
                   worker=args.worker, compare_default=not getattr(args, "no_default", False),
-                  search_epochs=getattr(args, "search_epochs", None))
+                  search_epochs=getattr(args, "search_epochs", None), space=args.space)
 
 
 def main(argv=None) -> int:

@@ -34,11 +34,12 @@ from .evaluation import ir_evaluator, score, sts_evaluator
 from .losses import default_loss
 from .models import load_model, n_layers
 from .plots.recipe import plot_profile, plot_scores
+from .profiling import profile, profile_warnings
 from .recipe_report import COMMON_DEFAULT, assess, reload_tolerance, report
 from .refstore import config_ident
 from .results import TrainResult, strict_json, write_json_atomically
 from .settings import ConfigError, TrainConfig, validate
-from .tasks import Task, load_task, texts
+from .tasks import Task, load_task
 from .training import train
 from .workers import SyncStop, lockstep_search, run_search
 
@@ -113,65 +114,6 @@ def load_data(train: str | os.PathLike = "stsb", dev=None, test=None, score_rang
                 ir_evaluator(_ir(parts["test"]), "file-test"), "nDCG@10")
 
 
-def profile(task: Task, tokenizer=None, max_seq_length: int = 128):
-    """One row per split: rows, columns, scores, tokens per text, share truncated, duplicates, overlap with train
-    (notebook 07)."""
-    import numpy as np
-    import pandas as pd
-
-    train_rows = {tuple(r[c] for c in task.train.column_names if c != "score") for r in task.train}
-    rows = []
-    for split, ds in (("train", task.train), ("dev", task.dev), ("test", _test_rows(task))):
-        if ds is None:
-            continue
-        split_texts = texts(ds)
-        lengths = np.array([len(ids) for ids in tokenizer(split_texts)["input_ids"]] if tokenizer is not None
-                           else [len(t.split()) for t in split_texts])
-        keys = [tuple(r[c] for c in ds.column_names if c != "score") for r in ds]
-        row = {"split": split, "rows": len(ds), "columns": ", ".join(ds.column_names)}
-        if "score" in ds.column_names:
-            sc = np.array(ds["score"], dtype=float)
-            row.update({"score min": sc.min(), "score mean": sc.mean(), "score max": sc.max()})
-        row.update({"tokens mean" if tokenizer is not None else "words mean": lengths.mean(),
-                    "tokens max" if tokenizer is not None else "words max": int(lengths.max()),
-                    f"truncated at {max_seq_length}": float((lengths > max_seq_length).mean()) if tokenizer is not None
-                    else float("nan"),
-                    "duplicate rows": len(keys) - len(set(keys)),
-                    "rows also in train": 0 if split == "train" else sum(k in train_rows for k in keys)})
-        rows.append(row)
-    return pd.DataFrame(rows).set_index("split")
-
-
-def _test_rows(task: Task):
-    """The test split as a Dataset when the task kept it (files and STS-B), else None."""
-    ev = task.test_evaluator
-    if hasattr(ev, "sentences1"):
-        from datasets import Dataset
-
-        return Dataset.from_dict({"sentence1": list(ev.sentences1), "sentence2": list(ev.sentences2),
-                                  "score": [float(s) for s in ev.scores]})
-    return None
-
-
-def profile_warnings(table, max_seq_length: int) -> list[str]:
-    """Plain-language warnings from a :func:`profile` table (truncation, duplicates, leakage, few rows)
-    (notebook 07)."""
-    notes = []
-    col = f"truncated at {max_seq_length}"
-    for split, row in table.iterrows():  # a table of numbers only gives each row as floats: counts are cast back
-        if col in row and row[col] == row[col] and row[col] > 0.05:
-            notes.append(f"{split}: {row[col]:.0%} of the texts are longer than {max_seq_length} tokens and get "
-                         "truncated; raise max_seq_length if the end of a text matters.")
-        if row["duplicate rows"]:
-            notes.append(f"{split}: {int(row['duplicate rows'])} duplicate rows.")
-        if split != "train" and row["rows also in train"]:
-            notes.append(f"{split}: {int(row['rows also in train'])} rows also appear in the training data; "
-                         "their scores overstate how well the model generalises.")
-    if table.loc["train", "rows"] < 100:
-        notes.append(f"train: only {table.loc['train', 'rows']} rows; expect noisy results and keep the rate low.")
-    return notes
-
-
 # --------------------------------------------------------------------------- output folder and summary
 
 
@@ -209,18 +151,20 @@ class Recipe:
     """
 
     def __init__(self, train="stsb", dev=None, test=None, output="runs/recipe", scale: str | None = None,
-                 trials: int | None = None, subset: float = S.SUBSET_FRACTION, pruner: str = "halving",
+                 trials: int | None = None, subset: float | None = None, pruner: str | None = None,
                  study_name: str = "recipe", storage: str | None = None, score_range=(0.0, 1.0),
                  loss: str | None = None, model: str | None = None, epochs: float | None = None, patience: int = 3,
                  max_seq_length: int | None = None, seed: int = 0, device: str | None = None,
                  train_size: int | None = None, fresh: bool = False, progress: bool = True, worker: int = 0,
-                 compare_default: bool = True, search_epochs: float | None = None):
+                 compare_default: bool = True, search_epochs: float | None = None, space: str = "broad"):
         self.args = dict(train=str(train), dev=dev and str(dev), test=test and str(test), score_range=tuple(score_range),
                          train_size=train_size)
         self.scale = get_scale(scale)
         self.output = Path(output).expanduser()
-        self.trials = self.scale.search_trials if trials is None else trials
-        self.subset_fraction, self.pruner, self.study_name = subset, pruner, study_name
+        # ``space``: "broad" (S.SPACE, TPE on a subset) or "narrow" (every usual rate, each trial on all the data);
+        # trials, subset and pruner left at None follow it (:meth:`_space_defaults`)
+        self.space_kind, self.trials, self.subset_fraction, self.pruner = space, trials, subset, pruner
+        self.study_name = study_name
         self.storage = storage
         self.loss, self.model_name, self.epochs, self.patience = loss, model, epochs, patience
         self.search_epochs = search_epochs  # epochs of each trial (default: ``epochs``); fewer costs less
@@ -284,6 +228,7 @@ class Recipe:
     def prepare(self) -> "Recipe":
         """Load and check everything (data, settings, output folder, device, model, study); raises on bad input."""
         start = time.perf_counter()
+        self._space_defaults()
         if not isinstance(self.trials, int) or isinstance(self.trials, bool) or self.trials < 1:
             raise ConfigError("trials", self.trials, "a whole number of at least 1", "12-16 trials are usual on a laptop.")
         if not isinstance(self.subset_fraction, (int, float)) or not 0 < self.subset_fraction <= 1:
@@ -305,12 +250,7 @@ class Recipe:
                               self.seed, self.scale.name, self.args["train_size"])
         self.model = load_model(self.model_name, device=self.device, max_seq_length=self.max_seq_length)
         layers = n_layers(self.model)
-        self.space = dict(S.SPACE)
-        top = min(S.SPACE["freeze_layers"][2], layers - 1)
-        if top < 1:
-            self.space.pop("freeze_layers")
-        else:
-            self.space["freeze_layers"] = ("int", 0, top)
+        self.space = S.recipe_space(self.space_kind, layers)
         self.base = TrainConfig(task=self.task.name, model=self.model_name, loss=self.loss, epochs=self.epochs,
                                 max_seq_length=self.max_seq_length, seed=self.seed, device=self.device,
                                 scale=self.scale.name, score_range=self.args["score_range"])
@@ -331,7 +271,8 @@ class Recipe:
         settings = S.settings_record(S.search_base(self.trial_base()).resolved(), self.space, self.search_task,
                                       self.subset_fraction)
         self.study = S.create_study(self.study_name, self.storage, pruner=self.pruner, seed=self.seed,
-                                    settings=settings, max_evals=self._max_evals(), worker=self.worker)
+                                    settings=settings, max_evals=self._max_evals(), worker=self.worker,
+                                    grid=S.grid_of(self.space))
         self.profile = profile(self.task, self.model.tokenizer, self.max_seq_length)
         self.warnings = profile_warnings(self.profile, self.max_seq_length)
         self.summary.update({
@@ -342,11 +283,22 @@ class Recipe:
                               "search subset": len(self.search_task.train)},
                      "warnings": self.warnings},
             "search": {"study": self.study_name, "storage": S.storage_url(self.storage), "trials": self.trials,
-                       "pruner": self.pruner, "subset_fraction": self.subset_fraction,
+                       "pruner": self.pruner, "subset_fraction": self.subset_fraction, "space": self.space_kind,
                        "epochs": self.trial_base().epochs or self.scale.epochs},
             "model": None})
         self._time("prepare", start)
         return self
+
+    def _space_defaults(self) -> None:
+        """Fill in what the space decides: a grid tries each value once, on all the data, unpruned (at most its
+        size in trials); the broad space samples the scale's trials on a 10% subset with successive halving."""
+        size = S.grid_size(S.grid_of(S.recipe_space(self.space_kind)))
+        if self.trials is None or (size and isinstance(self.trials, int) and self.trials > size):
+            self.trials = size or self.scale.search_trials
+        if self.subset_fraction is None:
+            self.subset_fraction = 1.0 if size else S.SUBSET_FRACTION
+        if self.pruner is None:
+            self.pruner = "none" if size else "halving"
 
     def trial_base(self) -> TrainConfig:
         """What every search trial starts from: the final run's data and settings, over ``search_epochs``."""

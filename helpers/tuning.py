@@ -38,7 +38,7 @@ from transformers import TrainerCallback
 from .config import get_scale
 from .data import PROJECT_ROOT, subset
 from .results import save_model_atomically
-from .settings import TrainConfig
+from .settings import ConfigError, TrainConfig
 from .training import train
 
 SUBSET_FRACTION = 0.1  # the syllabus's "small subset": about 10% of the training data
@@ -56,6 +56,11 @@ SPACE: dict[str, tuple] = {
     "freeze_layers": ("int", 0, 4),
     "layerwise_decay": ("float", 0.7, 1.0),
 }
+# The narrow space (notebook 07): only the peak rates BERT's authors tried for fine-tuning (Devlin et al. 2019,
+# appendix A.3), everything else at the common default. Small enough to try every value with trials as long as
+# the final run, which on STS-B is what it takes for the search's ranking to hold (docs/references.md).
+NARROW_SPACE: dict[str, tuple] = {"learning_rate": ("choice", (2e-5, 3e-5, 5e-5))}
+SPACES = ("broad", "narrow")  # the recipe's --space: SPACE or NARROW_SPACE
 PRUNERS = ("halving", "hyperband", "median", "none")
 HEARTBEAT_INTERVAL, GRACE_PERIOD = 30, 90  # seconds: a trial without a heartbeat for GRACE_PERIOD is marked failed
 
@@ -86,6 +91,36 @@ def check_space(space: dict) -> dict:
         else:
             raise ValueError(f"Search space entry {name!r}: kind {kind!r} is not one of 'log', 'float', 'int', 'choice'.")
     return space
+
+
+def recipe_space(kind: str = "broad", layers: int | None = None) -> dict:
+    """The recipe's search space (notebook 07): ``broad`` is :data:`SPACE` with at most ``layers - 1`` frozen layers
+    (none for a one-layer model), ``narrow`` is :data:`NARROW_SPACE`."""
+    if kind not in SPACES:
+        raise ConfigError("space", kind, f"one of {', '.join(SPACES)}",
+                          "'narrow' tries the usual fine-tuning rates with full-length trials.")
+    if kind == "narrow":
+        return dict(NARROW_SPACE)
+    space = dict(SPACE)
+    top = SPACE["freeze_layers"][2] if layers is None else min(SPACE["freeze_layers"][2], layers - 1)
+    if top < 1:
+        space.pop("freeze_layers")
+    else:
+        space["freeze_layers"] = ("int", 0, top)
+    return space
+
+
+def grid_of(space: dict) -> dict | None:
+    """``space`` as a grid ({setting: values}) when every entry is a choice, else None: a grid study tries each
+    combination once (notebook 07)."""
+    if all(spec[0] == "choice" for spec in space.values()):
+        return {name: list(spec[1]) for name, spec in space.items()}
+    return None
+
+
+def grid_size(grid: dict | None) -> int | None:
+    """How many combinations ``grid`` holds (None for no grid) (notebook 07)."""
+    return None if grid is None else math.prod(len(v) for v in grid.values())
 
 
 def suggest(trial, space: dict = SPACE) -> dict:
@@ -226,7 +261,7 @@ def settings_record(base: TrainConfig, space: dict, data=None, subset_fraction: 
 
 def create_study(name: str, storage: str | Path | None = None, pruner: str = "halving", seed: int = 0,
                  settings: dict | None = None, max_evals: int | None = None, startup_trials: int | None = None,
-                 worker: int = 0):
+                 worker: int = 0, grid: dict | None = None):
     """Create or load (resume) the study ``name`` in ``storage`` (a path, a URL, or None for memory) (notebook 06).
 
     TPE sampler (seeded; re-seeded by the number of stored trials, so a resumed
@@ -237,7 +272,8 @@ def create_study(name: str, storage: str | Path | None = None, pruner: str = "ha
     study each take their own ``worker`` number (their random start-up
     proposals would otherwise be the same), and the sampler's ``constant_liar``
     treats the other workers' running trials as poor results so that TPE
-    proposes elsewhere.
+    proposes elsewhere. ``grid`` (see :func:`grid_of`): Optuna's ``GridSampler``
+    instead, which tries every combination once, in a seeded order (notebook 07).
     """
     import optuna
 
@@ -259,8 +295,9 @@ def create_study(name: str, storage: str | Path | None = None, pruner: str = "ha
     startup = startup_trials if startup_trials is not None else 5
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # constant_liar
-        study.sampler = optuna.samplers.TPESampler(seed=seed + 100_003 * worker + len(study.trials),
-                                                   n_startup_trials=startup, constant_liar=True)
+        study.sampler = (optuna.samplers.GridSampler(grid, seed=seed) if grid is not None else
+                         optuna.samplers.TPESampler(seed=seed + 100_003 * worker + len(study.trials),
+                                                    n_startup_trials=startup, constant_liar=True))
     return study
 
 
@@ -416,7 +453,7 @@ def default_trials(scale: str | None = None) -> int:
 
 
 __all__ = [
-    "SPACE", "PRUNERS", "SUBSET_FRACTION", "StudyMismatch", "check_space", "suggest", "config_from_params",
+    "SPACE", "NARROW_SPACE", "SPACES", "recipe_space", "grid_of", "grid_size", "PRUNERS", "SUBSET_FRACTION", "StudyMismatch", "check_space", "suggest", "config_from_params",
     "subset_size", "space_table", "subset_task", "search_base", "storage_url", "default_storage", "make_pruner", "create_study",
     "delete_study", "finished", "settings_record", "PruningCallback", "Objective", "subset_score",
     "trials_table", "best_config", "default_trials", "HEARTBEAT_INTERVAL", "GRACE_PERIOD",

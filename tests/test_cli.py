@@ -200,6 +200,47 @@ def test_trials_can_train_fewer_epochs_than_the_final_run(tmp_path, rows, capsys
     assert code == 2 and "other settings" in io.err
 
 
+def test_the_narrow_space_tries_each_usual_rate_on_all_the_data(tmp_path, rows, capsys, no_training):
+    """--space narrow (notebook 07): a grid of the 3 usual rates, every trial on all the rows, unpruned; a larger
+    --trials is capped at the grid, and an explicit --subset or --pruner still wins."""
+    data = write_csv(tmp_path / "p.csv", rows)
+    r = R.Recipe(train=data, score_range=(0, 5), output=tmp_path / "a", scale="smoke", max_seq_length=32,
+                 space="narrow").prepare()
+    assert (r.trials, r.subset_fraction, r.pruner) == (3, 1.0, "none") and r.space == S.NARROW_SPACE
+    assert r.summary["search"]["space"] == "narrow" and r.summary["data"]["rows"]["search subset"] == 32
+    assert type(r.study.sampler).__name__ == "GridSampler"
+    r = R.Recipe(train=data, score_range=(0, 5), output=tmp_path / "b", scale="smoke", max_seq_length=32,
+                 space="narrow", trials=10, subset=0.5, pruner="median").prepare()
+    assert (r.trials, r.subset_fraction, r.pruner) == (3, 0.5, "median")
+    broad = R.Recipe(train=data, score_range=(0, 5), output=tmp_path / "c", scale="smoke", max_seq_length=32).prepare()
+    assert (broad.subset_fraction, broad.pruner) == (S.SUBSET_FRACTION, "halving")
+    assert type(broad.study.sampler).__name__ == "TPESampler"
+    code, io = run(["recipe", "--train", data, "--score-range", 0, 5, "--output", tmp_path / "d", *FAST,
+                    "--space", "wide"], capsys)
+    assert code == 2 and "invalid choice: 'wide'" in io.err
+    with pytest.raises(S.ConfigError, match="one of broad, narrow"):
+        R.Recipe(train=data, score_range=(0, 5), output=tmp_path / "e", scale="smoke", space="wide").prepare()
+
+
+@pytest.mark.slow
+def test_a_narrow_search_trains_each_rate_once_and_a_rerun_adds_nothing(tmp_path, rows, capsys):
+    data = write_csv(tmp_path / "p.csv", rows)
+    out = tmp_path / "out"
+    argv = ["search", "--train", data, "--score-range", 0, 5, "--output", out, "--scale", "smoke",
+            "--max-seq-length", "32", "--no-progress", "--space", "narrow"]
+    code, io = run(argv, capsys)
+    assert code == 0, io.err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["search"]["finished"] == 3 and summary["search"]["pruned"] == 0
+    assert set(summary["search"]["best_params"]) == {"learning_rate"}
+    study = S.create_study("recipe", out / "study.db")
+    assert sorted(t.params["learning_rate"] for t in study.trials) == [2e-5, 3e-5, 5e-5]
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)
+    code, io = run([*argv, "--trials", 5], capsys)
+    assert code == 0, io.err
+    assert json.loads((out / "summary.json").read_text())["search"]["new_trials"] == 0 and len(study.trials) == 3
+
+
 def test_bad_input_exits_non_zero_from_a_real_process(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WORKSHOP_SCALE": "smoke"}
     p = subprocess.run([sys.executable, "-m", "helpers", "recipe", "--train", str(tmp_path / "nope.csv"),

@@ -17,7 +17,7 @@ PKG = ROOT / "helpers"
 
 LAYERS = {
     1: ["config", "data", "codesearch", "tasks", "models", "schedules", "losses", "evaluation", "measure", "results",
-        "devices", "datafetch", "records"],
+        "devices", "datafetch", "records", "profiling"],
     2: ["settings", "batching", "freezing", "distributed", "callbacks", "training"],
     3: ["experiments", "verdicts", "stopping", "crosseval", "rangetest", "accumulation", "inbatch", "tuning", "transfer",
         "workers", "claims", "refstore", "reference", "target"],
@@ -218,7 +218,8 @@ def test_the_command_lines_choices_are_the_searchs():
     recipe = next(a for a in parser._actions if a.dest == "command").choices["recipe"]
     actions = {a.dest: a for a in recipe._actions}
     assert tuple(actions["pruner"].choices) == tuning.PRUNERS
-    assert actions["subset"].default == tuning.SUBSET_FRACTION
+    assert tuple(actions["space"].choices) == tuning.SPACES
+    assert f"default: {tuning.SUBSET_FRACTION};" in actions["subset"].help  # None: the space decides (Recipe)
 
 
 def test_the_readmes_layout_names_every_module():

@@ -367,3 +367,18 @@ def test_transfer_table_ends_with_the_untuned_row():
     assert list(table["subset score"])[:2] == [0.3, 0.2]  # a pruned trial: its last evaluation
     assert table.loc["untuned", "larger data: test"] == 0.55 and math.isnan(table.loc["untuned", "subset score"])
     assert list(S.transfer_table(study.trials, runs).index) == [0, 1]
+
+
+def test_the_recipes_spaces_and_their_grids():
+    """Notebook 07's narrow space is a grid of the usual rates; the broad one caps freezing below the model's depth."""
+    narrow = S.recipe_space("narrow")
+    assert S.grid_of(narrow) == {"learning_rate": [2e-5, 3e-5, 5e-5]} and S.grid_size(S.grid_of(narrow)) == 3
+    broad = S.recipe_space("broad", layers=6)
+    assert S.grid_of(broad) is None and S.grid_size(None) is None and broad["freeze_layers"] == ("int", 0, 4)
+    assert S.recipe_space("broad", layers=3)["freeze_layers"] == ("int", 0, 2)
+    assert "freeze_layers" not in S.recipe_space("broad", layers=1)
+    assert S.grid_size({"a": [1, 2], "b": [1, 2, 3]}) == 6
+    # a grid study tries each combination once, whatever order its seed gives
+    study = S.create_study("grid", None, seed=3, grid=S.grid_of(narrow))
+    study.optimize(lambda t: S.suggest(t, narrow)["learning_rate"], n_trials=3)
+    assert sorted(t.params["learning_rate"] for t in study.trials) == [2e-5, 3e-5, 5e-5]
