@@ -254,6 +254,8 @@ class Recipe:
         self.base = TrainConfig(task=self.task.name, model=self.model_name, loss=self.loss, epochs=self.epochs,
                                 max_seq_length=self.max_seq_length, seed=self.seed, device=self.device,
                                 scale=self.scale.name, score_range=self.args["score_range"])
+        if S.grid_of(self.space) is not None:  # a grid varies only its own settings: the rest is the common default
+            self.base = self.base.replace(**{k: v for k, v in COMMON_DEFAULT.items() if k not in self.space})
         # the search's extreme settings and the final run's must be valid before anything trains
         for cfg in (S.search_base(self.trial_base()), self.final_base()):
             validate(cfg.resolved(), layers=layers, columns=self.task.columns)

@@ -214,6 +214,13 @@ def test_the_narrow_space_tries_each_usual_rate_on_all_the_data(tmp_path, rows, 
     assert (r.trials, r.subset_fraction, r.pruner) == (3, 0.5, "median")
     broad = R.Recipe(train=data, score_range=(0, 5), output=tmp_path / "c", scale="smoke", max_seq_length=32).prepare()
     assert (broad.subset_fraction, broad.pruner) == (S.SUBSET_FRACTION, "halving")
+    # every setting the grid leaves alone is the common default's, whatever the scale's own (batch 32 at full)
+    full = R.Recipe(train=data, score_range=(0, 5), output=tmp_path / "f", scale="full", max_seq_length=32,
+                    space="narrow").prepare()
+    assert {k: getattr(full.trial_base().resolved(), k) for k in R.COMMON_DEFAULT if k != "learning_rate"} == {
+        k: v for k, v in R.COMMON_DEFAULT.items() if k != "learning_rate"}
+    assert R.Recipe(train=data, score_range=(0, 5), output=tmp_path / "g", scale="full", max_seq_length=32
+                    ).prepare().trial_base().resolved().batch_size == 32
     assert type(broad.study.sampler).__name__ == "TPESampler"
     code, io = run(["recipe", "--train", data, "--score-range", 0, 5, "--output", tmp_path / "d", *FAST,
                     "--space", "wide"], capsys)

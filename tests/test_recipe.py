@@ -87,7 +87,10 @@ def test_assessment_says_when_the_untuned_model_was_kept_and_suggests_what_to_tr
     a = R.assess(_summary(0.80, best_step=0, default_dev=0.82))
     assert a["kept_untuned"] is True and a["beats_untuned"] is False and a["beats_default"] is False
     assert any("untuned model (step 0)" in n and "Try:" in n for n in a["notes"])
-    assert any("did not beat the common default" in n and "--trials" in n for n in a["notes"])
+    assert any("did not beat the common default" in n and "--space narrow" in n for n in a["notes"])
+    narrow = _summary(0.80, best_step=0, default_dev=0.82) | {"search": {"space": "narrow"}}
+    lost = next(n for n in R.assess(narrow)["notes"] if "did not beat the common default" in n)
+    assert "--space narrow" not in lost and "the common default itself" in lost  # it was tried: say what else
     report = R.report(_summary(0.80, best_step=0, default_dev=0.82) | {"assessment": a})
     assert "default: dev 0.8200" in report and report.count("note: ") == 2
 

