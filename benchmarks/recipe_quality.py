@@ -29,6 +29,8 @@ sys.path.insert(0, str(ROOT))
 def parse(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (default: 0 1 2)")
+    p.add_argument("--space", default="broad", choices=["broad", "narrow"],
+                   help="the recipe's search space (default: broad, the search this benchmark was built to measure)")
     p.add_argument("--trials", type=int, help="search trials (default: the scale's, 40 at full)")
     p.add_argument("--scale", default="full", choices=["smoke", "workshop", "full"], help="data sizes (default: full)")
     p.add_argument("--epochs", type=float, default=4, help="epochs of the default and the tuned runs (default: 4)")
@@ -50,7 +52,7 @@ def main(argv=None) -> int:
     hp.setup(scale=args.scale)
     V = hp.verdicts
     start = time.perf_counter()
-    rec = Recipe(train="stsb", output=args.output, scale=args.scale, trials=args.trials, epochs=args.epochs,
+    rec = Recipe(train="stsb", output=args.output, scale=args.scale, trials=args.trials, epochs=args.epochs, space=args.space,
                  max_seq_length=64 if args.smoke else None).prepare()
     print(f"STS-B: {len(rec.task.train)} train / {len(rec.task.dev)} dev pairs; search on "
           f"{len(rec.search_task.train)} pairs, {rec.trials} trials; seeds {args.seeds}")

@@ -1,7 +1,7 @@
 """The command line: ``python -m helpers recipe | search | train`` (README "Command line", notebook 07).
 
 ``recipe`` runs the whole recipe of notebook 07 on a file (or STS-B): check
-and profile the data, search on a subset, train on everything, test against
+and profile the data, search, train on everything, test against
 the untuned model, save and reload the model. ``search`` runs only the search.
 Both write ``summary.json`` in the output folder and print a short report.
 ``train --config JSON`` runs one :func:`helpers.train`, for torchrun
@@ -92,20 +92,21 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     s.add_argument("--scale", choices=list(SCALES), default=None,
                    help="sizes, epochs and default trials: smoke (seconds), workshop (a laptop), full (a GPU); "
                         "default: $WORKSHOP_SCALE, else workshop")
-    s.add_argument("--space", choices=list(SPACES), default="broad",
-                   help="what the search tries: 'broad' samples rate, warm-up, schedule, batch, weight decay, "
-                        "freezing and layer-wise decay on a subset (default); 'narrow' tries each of the usual "
-                        "fine-tuning rates 2e-5, 3e-5, 5e-5 once, each trial on all the data for --epochs (the "
-                        "search that beat the default on STS-B in notebook 07; costs 3 full runs)")
+    s.add_argument("--space", choices=list(SPACES), default="narrow",
+                   help="what the search tries: 'narrow' (default) tries each of the usual fine-tuning rates "
+                        "2e-5, 3e-5, 5e-5 once, each trial on all the data for --epochs, everything else at the "
+                        "common default (it beat the common default on STS-B in notebook 07; costs 3 full runs); "
+                        "'broad' samples rate, warm-up, schedule, batch, weight decay, freezing and layer-wise "
+                        "decay with TPE on a subset (notebook 06's search)")
     s.add_argument("--trials", type=_positive_int, metavar="N",
-                   help="finished trials the study should hold (default: the scale's, 14 at workshop; with "
-                        "--space narrow, its 3 rates); a rerun with a larger N adds trials")
+                   help="finished trials the study should hold (default: the narrow space's 3 rates; with "
+                        "--space broad the scale's, 14 at workshop); a rerun with a larger N adds trials")
     s.add_argument("--subset", type=_fraction, default=None, metavar="FRACTION",
-                   help=f"share of the training rows the search trains on (default: {SUBSET_FRACTION}; "
-                        "1 with --space narrow)")
+                   help=f"share of the training rows the search trains on (default: 1; {SUBSET_FRACTION} with "
+                        "--space broad)")
     s.add_argument("--pruner", choices=list(PRUNERS), default=None,
-                   help="stops weak trials at their validation evaluations: successive halving (default), "
-                        "hyperband, median, or none (the default with --space narrow)")
+                   help="stops weak trials at their validation evaluations: none (the default), or with "
+                        "--space broad successive halving (its default), hyperband or median")
     s.add_argument("--study-name", default="recipe", metavar="NAME", help="name of the study (default: recipe)")
     s.add_argument("--storage", metavar="PATH_OR_URL",
                    help="where the study is stored: a SQLite file or a database URL (default: DIR/study.db); "
@@ -135,13 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m helpers",
         description="Fine-tune a Sentence Transformer on your own data: validate the data, search "
-                    "hyperparameters on a subset with Optuna, train on everything, test, save.",
+                    "hyperparameters with Optuna, train on everything, test, save.",
         epilog="Ctrl-C stops cleanly (exit code 130) and keeps the study and the best model so far; "
                "running the same command again resumes the study and reuses the runs that had finished. "
                "Bad input exits with code 2 before anything trains.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{recipe,search,train}")
     rp = sub.add_parser("recipe", help="the whole recipe: check, search, train, test, save, reload",
-                        description="Check and profile the data, search on a subset, train the best configuration "
+                        description="Check and profile the data, search (the usual rates, or --space broad), train the best configuration "
                                     "on all the training data with early stopping, test it against the untuned "
                                     "model, save DIR/model, reload it and encode a few sentences.")
     _add_common(rp)
@@ -158,8 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip training the common default (batch 16, 2e-5, 10%% linear warm-up) on the same data; "
                         "by default it is trained after the final run and the report says whether the tuned "
                         "configuration beat it")
-    sp = sub.add_parser("search", help="only the search on a subset (a stored, resumable Optuna study)",
-                        description="Check the data and run (or resume) the Optuna study on a subset; writes "
+    sp = sub.add_parser("search", help="only the search (a stored, resumable Optuna study)",
+                        description="Check the data and run (or resume) the Optuna study; writes "
                                     "DIR/summary.json with the best parameters and keeps the best trial's model "
                                     "in DIR/best_trial_model.")
     _add_common(sp)

@@ -2,7 +2,8 @@
 
 1. validate and profile the data (every file loaded and checked before anything trains);
 2. score the untuned model;
-3. search on a subset (:mod:`helpers.tuning`, a stored Optuna study that resumes);
+3. search (:mod:`helpers.tuning`, a stored Optuna study that resumes): the usual rates on all the data, or a
+   broad space on a subset;
 4. train on everything with the best trial's schedule, freezing and rates, with early stopping;
 5. test against the untuned model, save the model folder, reload it and encode a few sentences;
 6. train the common default on the same data and say plainly whether the tuned configuration beat it and the
@@ -156,12 +157,12 @@ class Recipe:
                  loss: str | None = None, model: str | None = None, epochs: float | None = None, patience: int = 3,
                  max_seq_length: int | None = None, seed: int = 0, device: str | None = None,
                  train_size: int | None = None, fresh: bool = False, progress: bool = True, worker: int = 0,
-                 compare_default: bool = True, search_epochs: float | None = None, space: str = "broad"):
+                 compare_default: bool = True, search_epochs: float | None = None, space: str = "narrow"):
         self.args = dict(train=str(train), dev=dev and str(dev), test=test and str(test), score_range=tuple(score_range),
                          train_size=train_size)
         self.scale = get_scale(scale)
         self.output = Path(output).expanduser()
-        # ``space``: "broad" (S.SPACE, TPE on a subset) or "narrow" (every usual rate, each trial on all the data);
+        # ``space``: "narrow" (every usual rate, each trial on all the data) or "broad" (S.SPACE, TPE on a subset);
         # trials, subset and pruner left at None follow it (:meth:`_space_defaults`)
         self.space_kind, self.trials, self.subset_fraction, self.pruner = space, trials, subset, pruner
         self.study_name = study_name

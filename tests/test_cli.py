@@ -14,7 +14,7 @@ from helpers import cli, recipe as R, tuning as S
 from helpers.data import load_stsb
 
 ROOT = Path(__file__).resolve().parent.parent
-FAST = ["--scale", "smoke", "--trials", "2", "--max-seq-length", "32", "--no-progress"]
+FAST = ["--scale", "smoke", "--trials", "2", "--max-seq-length", "32", "--no-progress", "--space", "broad"]
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +180,7 @@ def test_every_bad_input_is_reported_before_training(case, tmp_path, rows, capsy
 def test_a_different_search_in_the_same_folder_is_refused(tmp_path, rows, capsys, no_training):
     data = write_csv(tmp_path / "p.csv", rows)
     out = tmp_path / "out"
-    R.Recipe(train=data, score_range=(0, 5), output=out, scale="smoke", max_seq_length=32).prepare()
+    R.Recipe(train=data, score_range=(0, 5), output=out, scale="smoke", max_seq_length=32, space="broad").prepare()
     code, io = run(["recipe", "--train", data, "--score-range", 0, 5, "--output", out, *FAST, "--subset", 0.5],
                    capsys)
     assert code == 2 and "other settings" in io.err
@@ -190,7 +190,7 @@ def test_trials_can_train_fewer_epochs_than_the_final_run(tmp_path, rows, capsys
     """--search-epochs: the search on all the data for a quarter of the final run's epochs (notebook 07's bar)."""
     data = write_csv(tmp_path / "p.csv", rows)
     out = tmp_path / "out"
-    r = R.Recipe(train=data, score_range=(0, 5), output=out, scale="smoke", max_seq_length=32, subset=1.0,
+    r = R.Recipe(train=data, score_range=(0, 5), output=out, scale="smoke", max_seq_length=32, subset=1.0, space="broad",
                  epochs=4, search_epochs=1).prepare()
     assert r.trial_base().epochs == 1 and r.final_base().epochs == 4 and r.default_config().epochs == 4
     assert r.summary["search"]["epochs"] == 1 and r.summary["data"]["rows"]["search subset"] == 32
@@ -204,23 +204,23 @@ def test_the_narrow_space_tries_each_usual_rate_on_all_the_data(tmp_path, rows, 
     """--space narrow (notebook 07): a grid of the 3 usual rates, every trial on all the rows, unpruned; a larger
     --trials is capped at the grid, and an explicit --subset or --pruner still wins."""
     data = write_csv(tmp_path / "p.csv", rows)
-    r = R.Recipe(train=data, score_range=(0, 5), output=tmp_path / "a", scale="smoke", max_seq_length=32,
-                 space="narrow").prepare()
+    r = R.Recipe(train=data, score_range=(0, 5), output=tmp_path / "a", scale="smoke", max_seq_length=32).prepare()
     assert (r.trials, r.subset_fraction, r.pruner) == (3, 1.0, "none") and r.space == S.NARROW_SPACE
     assert r.summary["search"]["space"] == "narrow" and r.summary["data"]["rows"]["search subset"] == 32
     assert type(r.study.sampler).__name__ == "GridSampler"
     r = R.Recipe(train=data, score_range=(0, 5), output=tmp_path / "b", scale="smoke", max_seq_length=32,
                  space="narrow", trials=10, subset=0.5, pruner="median").prepare()
     assert (r.trials, r.subset_fraction, r.pruner) == (3, 0.5, "median")
-    broad = R.Recipe(train=data, score_range=(0, 5), output=tmp_path / "c", scale="smoke", max_seq_length=32).prepare()
+    broad = R.Recipe(train=data, score_range=(0, 5), output=tmp_path / "c", scale="smoke", max_seq_length=32,
+                     space="broad").prepare()
     assert (broad.subset_fraction, broad.pruner) == (S.SUBSET_FRACTION, "halving")
     # every setting the grid leaves alone is the common default's, whatever the scale's own (batch 32 at full)
     full = R.Recipe(train=data, score_range=(0, 5), output=tmp_path / "f", scale="full", max_seq_length=32,
                     space="narrow").prepare()
     assert {k: getattr(full.trial_base().resolved(), k) for k in R.COMMON_DEFAULT if k != "learning_rate"} == {
         k: v for k, v in R.COMMON_DEFAULT.items() if k != "learning_rate"}
-    assert R.Recipe(train=data, score_range=(0, 5), output=tmp_path / "g", scale="full", max_seq_length=32
-                    ).prepare().trial_base().resolved().batch_size == 32
+    assert R.Recipe(train=data, score_range=(0, 5), output=tmp_path / "g", scale="full", max_seq_length=32,
+                    space="broad").prepare().trial_base().resolved().batch_size == 32
     assert type(broad.study.sampler).__name__ == "TPESampler"
     code, io = run(["recipe", "--train", data, "--score-range", 0, 5, "--output", tmp_path / "d", *FAST,
                     "--space", "wide"], capsys)

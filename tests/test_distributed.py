@@ -67,7 +67,7 @@ def test_two_processes_train_as_one_and_rank_0_writes_once(tmp_path):
 @pytest.mark.slow
 def test_search_workers_share_one_study(tmp_path, capsys):
     out = tmp_path / "out"
-    code = cli.main(["search", "--workers", "2", "--trials", "4", "--scale", "smoke", "--max-seq-length", "32",
+    code = cli.main(["search", "--space", "broad", "--workers", "2", "--trials", "4", "--scale", "smoke", "--max-seq-length", "32",
                      "--no-progress", "--output", str(out)])
     io = capsys.readouterr()
     logs = "".join(p.read_text() for p in sorted((out / "workers").glob("*.log")))
@@ -306,7 +306,7 @@ def test_recipe_under_torchrun_runs_each_trial_on_both_processes(tmp_path):
         w.writerows((r["sentence1"], r["sentence2"], r["score"]) for r in load_stsb("train", 80, seed=1))
     out = tmp_path / "out"
     # --subset 1: the search's largest batch (32 per process) needs 64 pairs on 2 processes
-    sync = torchrun(tmp_path, RECIPE_SCRIPT, "recipe", "--train", data, "--output", out, "--trials", 2,
+    sync = torchrun(tmp_path, RECIPE_SCRIPT, "recipe", "--space", "broad", "--train", data, "--output", out, "--trials", 2,
                     "--subset", 1, "--epochs", 1, "--scale", "smoke", "--max-seq-length", 32, "--no-progress")
     by_rank = {k: [(e["step"], e["lr"], e["batch"], e["stop"]) for e in sync[k]] for k in (0, 1)}
     assert by_rank[0] and by_rank[0] == by_rank[1]  # the same trials, the same evaluations, the same stops

@@ -218,8 +218,8 @@ def test_the_command_lines_choices_are_the_searchs():
     recipe = next(a for a in parser._actions if a.dest == "command").choices["recipe"]
     actions = {a.dest: a for a in recipe._actions}
     assert tuple(actions["pruner"].choices) == tuning.PRUNERS
-    assert tuple(actions["space"].choices) == tuning.SPACES
-    assert f"default: {tuning.SUBSET_FRACTION};" in actions["subset"].help  # None: the space decides (Recipe)
+    assert tuple(actions["space"].choices) == tuning.SPACES and actions["space"].default == "narrow"
+    assert f"{tuning.SUBSET_FRACTION} with --space broad" in actions["subset"].help  # None: the space decides (Recipe)
 
 
 def test_the_readmes_layout_names_every_module():

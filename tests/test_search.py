@@ -166,7 +166,7 @@ def test_a_search_killed_with_sigkill_resumes_to_the_trials_it_was_asked_for(tmp
 
     root = Path(__file__).resolve().parent.parent
     out = tmp_path / "out"
-    args = ["search", "--train-size", "40", "--trials", "3", "--scale", "smoke", "--max-seq-length", "32",
+    args = ["search", "--space", "broad", "--train-size", "40", "--trials", "3", "--scale", "smoke", "--max-seq-length", "32",
             "--no-progress", "--output", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WORKSHOP_SCALE": "smoke", "HF_HUB_OFFLINE": "1"}
     p = subprocess.Popen([sys.executable, "-m", "helpers", *args], cwd=root, env=env, stdout=subprocess.DEVNULL,
