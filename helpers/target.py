@@ -120,7 +120,7 @@ def epoch_summary(table: pd.DataFrame) -> str:
             f"correlation of {table.attrs['rho']:.2f} (against four-epoch dev {table.attrs['rho_dev']:.2f}; "
             f"one-epoch test against four-epoch test {table.attrs['rho_test']:.2f}), at "
             f"{100 * table.attrs['compute']:.0f}% of the four-epoch runs' optimizer steps; after four epochs dev "
-            f"and test agree at {table.attrs['rho_final']:.2f}. The one-epoch pick ({pick}) is "
+            f"and test agree at {table.attrs['rho_final']:.2f}. The best on one-epoch dev ({pick}) is "
             f"{int(table.loc[pick, 'rank: 4 epochs test'])} of {len(table)} on four-epoch test "
             f"({table.loc[pick, '4 epochs test']:.4f}); the best there is {best} "
             f"({table.loc[best, '4 epochs test']:.4f}, {int(table.loc[best, 'rank: 1 epoch dev'])} of {len(table)} "

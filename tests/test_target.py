@@ -153,7 +153,7 @@ def test_epoch_table_pairs_each_four_epoch_setting_with_its_one_epoch_run_and_ra
     assert table.attrs["rho"] == pytest.approx(-1.0) and table.attrs["compute"] == pytest.approx(0.25)
     assert table.attrs["rho_dev"] == pytest.approx(0.4) and table.attrs["rho_final"] == pytest.approx(-0.4)
     text = T.epoch_summary(table)
-    assert "rank correlation of -1.00" in text and "(one-epoch pick @ 1e-4) is 4 of 4" in text
+    assert "rank correlation of -1.00" in text and "The best on one-epoch dev (one-epoch pick @ 1e-4) is 4 of 4" in text
     assert "the best there is common default (0.8660, 4 of 4" in text
     assert "at least 3 are needed" in T.epoch_summary(T.epoch_table({}))
     axes = plot_epoch_transfer(table)
