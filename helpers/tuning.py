@@ -240,7 +240,8 @@ def _storage(url: str):
                 return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_INTERVAL,
                                                   grace_period=GRACE_PERIOD)
             except Exception as exc:  # a malformed URL, a missing database driver, a file that is not a database
-                if "already exists" in str(exc) and attempt < 2:  # another process created the tables just now
+                racing = "already exists" in str(exc) or "UNIQUE constraint failed" in str(exc)
+                if racing and attempt < 2:  # another process created the tables (or stamped their version) just now
                     time.sleep(0.5)  # (torchrun ranks open a new study at once); the next try finds them
                     continue
                 raise ValueError(f"Cannot open the study storage {url!r} ({type(exc).__name__}: "

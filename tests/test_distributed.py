@@ -36,6 +36,21 @@ sys.exit(main(["train", *sys.argv[1:]]))
 """
 
 
+def results_in(stdout: str) -> list[dict]:
+    """Every ``RESULT {...}`` record in ``stdout``: two processes share the pipe, so one line may hold both."""
+    decoder, out, at = json.JSONDecoder(), [], stdout.find("RESULT ")
+    while at >= 0:
+        record, end = decoder.raw_decode(stdout, at + len("RESULT "))
+        out.append(record)
+        at = stdout.find("RESULT ", end)
+    return out
+
+
+def test_results_in_reads_records_that_share_a_line():
+    assert results_in('x\nRESULT {"rank": 1}RESULT {"rank": 0}\nRESULT {"rank": 2, "a": [1]}\n') == [
+        {"rank": 1}, {"rank": 0}, {"rank": 2, "a": [1]}]
+
+
 @pytest.mark.slow
 def test_two_processes_train_as_one_and_rank_0_writes_once(tmp_path):
     script = tmp_path / "run_one.py"
@@ -47,8 +62,7 @@ def test_two_processes_train_as_one_and_rank_0_writes_once(tmp_path):
                         str(script), "--config", json.dumps(cfg), "--result", str(tmp_path / "result.json")],
                        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-4000:]
-    ranks = {r["rank"]: r for r in (json.loads(line[len("RESULT "):]) for line in p.stdout.splitlines()
-                                    if line.startswith("RESULT "))}
+    ranks = {r["rank"]: r for r in results_in(p.stdout)}
     assert set(ranks) == {0, 1}
     for r in ranks.values():
         assert r["world_size"] == 2 and r["effective_batch"] == 2 * 8 and r["steps"] == 2

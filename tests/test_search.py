@@ -354,6 +354,11 @@ def test_a_storage_another_process_is_creating_is_opened_on_retry(monkeypatch):
     monkeypatch.setattr(optuna.storages, "RDBStorage", racing)
     monkeypatch.setattr(tuning.time, "sleep", lambda s: None)
     assert tuning._storage("sqlite:///x.db") == "storage" and len(calls) == 2
+    calls.clear()  # the other loser's message: the winner had already stamped the schema's version
+    monkeypatch.setattr(optuna.storages, "RDBStorage", lambda url, **k: calls.append(url) or (
+        (_ for _ in ()).throw(RuntimeError("(sqlite3.IntegrityError) UNIQUE constraint failed: "
+                                           "alembic_version.version_num")) if len(calls) == 1 else "storage"))
+    assert tuning._storage("sqlite:///x.db") == "storage" and len(calls) == 2
     monkeypatch.setattr(optuna.storages, "RDBStorage", lambda url, **k: (_ for _ in ()).throw(RuntimeError("bad")))
     with pytest.raises(ValueError, match="Cannot open the study storage"):
         tuning._storage("sqlite:///x.db")
