@@ -255,7 +255,8 @@ class Recipe:
         self.base = TrainConfig(task=self.task.name, model=self.model_name, loss=self.loss, epochs=self.epochs,
                                 max_seq_length=self.max_seq_length, seed=self.seed, device=self.device,
                                 scale=self.scale.name, score_range=self.args["score_range"])
-        if S.grid_of(self.space) is not None:  # a grid varies only its own settings: the rest is the common default
+        grid = S.grid_of(self.space)
+        if grid is not None:  # a grid varies only its own settings: the rest is the common default
             self.base = self.base.replace(**{k: v for k, v in COMMON_DEFAULT.items() if k not in self.space})
         # the search's extreme settings and the final run's must be valid before anything trains
         for cfg in (S.search_base(self.trial_base()), self.final_base()):
@@ -275,7 +276,7 @@ class Recipe:
                                       self.subset_fraction)
         self.study = S.create_study(self.study_name, self.storage, pruner=self.pruner, seed=self.seed,
                                     settings=settings, max_evals=self._max_evals(), worker=self.worker,
-                                    grid=S.grid_of(self.space))
+                                    grid=grid)
         self.profile = profile(self.task, self.model.tokenizer, self.max_seq_length)
         self.warnings = profile_warnings(self.profile, self.max_seq_length)
         self.summary.update({
